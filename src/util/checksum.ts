@@ -1,0 +1,97 @@
+/**
+ * Every checksum and hash btrfs puts on disk or in a send stream.
+ *
+ * crc32c comes from `crc-32/crc32c`, which inverts its seed on entry and the
+ * result on exit (the standard form). btrfs also needs two raw variants, so
+ * they are derived from the standard one instead of writing a second table:
+ *   raw(seed, data) = ~CRC32C.buf(data, ~seed)
+ * because buf() starts from ~argument and returns ~state.
+ */
+import CRC32C from 'crc-32/crc32c.js';
+import { createHash } from 'node:crypto';
+import { blake2b } from '@noble/hashes/blake2.js';
+import xxhashInit from 'xxhash-wasm';
+import { BtrfsError } from './errors.js';
+
+/** Standard crc32c (seed ~0, final inversion), as an unsigned 32-bit number. */
+export function crc32c(data: Uint8Array): number {
+  return CRC32C.buf(data, 0) >>> 0;
+}
+
+/** crc32c state update from `seed`, without the standard inversions. */
+export function crc32cRaw(seed: number, data: Uint8Array): number {
+  return ~CRC32C.buf(data, ~seed) >>> 0;
+}
+
+/** The directory name hash: the key offset of DIR_ITEM and XATTR_ITEM. */
+export function nameHash(name: Uint8Array): bigint {
+  return BigInt(crc32cRaw(0xfffffffe, name));
+}
+
+/**
+ * The key offset of an INODE_EXTREF item: crc32c of the name seeded with the
+ * parent inode number (the low 32 bits of it, as the kernel's u32 seed).
+ */
+export function extrefHash(parent: bigint, name: Uint8Array): bigint {
+  return BigInt(crc32cRaw(Number(parent & 0xffffffffn), name));
+}
+
+/** Send-stream command crc: raw crc32c from 0. */
+export function sendCrc(data: Uint8Array): number {
+  return crc32cRaw(0, data);
+}
+
+export const CSUM_TYPE = { CRC32: 0, XXHASH: 1, SHA256: 2, BLAKE2: 3 } as const;
+export type CsumType = typeof CSUM_TYPE[keyof typeof CSUM_TYPE];
+
+const CSUM_SIZES: Record<number, number> = { 0: 4, 1: 8, 2: 32, 3: 32 };
+const CSUM_NAMES: Record<number, string> = { 0: 'crc32c', 1: 'xxhash64', 2: 'sha256', 3: 'blake2b' };
+
+export function csumSize(type: number): number {
+  const s = CSUM_SIZES[type];
+  if (s === undefined) throw new BtrfsError('ENOTSUP', `unknown checksum type ${type}`);
+  return s;
+}
+
+export function csumName(type: number): string {
+  return CSUM_NAMES[type] ?? `unknown(${type})`;
+}
+
+let xxh64: ((data: Uint8Array, seed?: bigint) => bigint) | undefined;
+
+/**
+ * xxhash64 is a wasm module that loads asynchronously; call this once before
+ * using checksum type 1 (Filesystem.open does it when the image needs it).
+ */
+export async function initChecksums(): Promise<void> {
+  if (!xxh64) {
+    const api = await xxhashInit();
+    xxh64 = (data, seed = 0n) => api.h64Raw(data, seed);
+  }
+}
+
+/**
+ * The checksum of `data` in the image's algorithm, as the bytes stored on disk
+ * (little-endian for crc32c and xxhash64, digest order for the others).
+ */
+export function checksum(type: number, data: Uint8Array): Buffer {
+  switch (type) {
+    case 0: {
+      const out = Buffer.alloc(4);
+      out.writeUInt32LE(crc32c(data));
+      return out;
+    }
+    case 1: {
+      if (!xxh64) throw new BtrfsError('EINVAL', 'xxhash64 not initialised: await initChecksums() first');
+      const out = Buffer.alloc(8);
+      out.writeBigUInt64LE(xxh64(data));
+      return out;
+    }
+    case 2:
+      return createHash('sha256').update(data).digest();
+    case 3:
+      return Buffer.from(blake2b(data, { dkLen: 32 }));
+    default:
+      throw new BtrfsError('ENOTSUP', `unknown checksum type ${type}`);
+  }
+}
