@@ -1,0 +1,148 @@
+/**
+ * Extracting a tree from an image onto the host (`tsbtrfs get`), keeping
+ * everything a kernel mount would show: data with its holes, mode, owner,
+ * nanosecond timestamps, xattrs, symlinks, hard links, device numbers,
+ * fifos and sockets. Nested subvolumes become directories.
+ *
+ * Metadata is applied in the order that keeps each step from undoing the
+ * last: owner first (chown clears setuid/setgid and security.capability),
+ * then mode, then xattrs, then times; directories get theirs after their
+ * children are written, since creating a child changes the parent's mtime.
+ */
+import fsp from 'node:fs/promises';
+import fs from 'node:fs';
+import nodePath from 'node:path';
+import { BtrfsError } from '../util/errors.js';
+import * as host from '../util/host.js';
+import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK } from '../format/constants.js';
+import type { Filesystem, Resolved } from './filesystem.js';
+
+export interface ExtractOptions {
+  /** chown to the image's uid/gid; default: when running as root */
+  preserveOwner?: boolean;
+  /** called after each inode is written */
+  onProgress?: (p: ExtractProgress) => void;
+  /** warnings about things the host refused (e.g. trusted.* xattrs without root) */
+  onWarning?: (msg: string) => void;
+}
+
+export interface ExtractProgress { files: number; bytes: number; path: string }
+
+export interface ExtractResult { files: number; dirs: number; bytes: number; hardlinks: number; warnings: string[] }
+
+interface Pending { r: Resolved; dest: string }
+
+export async function extract(fsys: Filesystem, srcPath: string, dest: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
+  const preserveOwner = opts.preserveOwner ?? (process.getuid?.() === 0);
+  const result: ExtractResult = { files: 0, dirs: 0, bytes: 0, hardlinks: 0, warnings: [] };
+  const warn = (m: string) => { result.warnings.push(m); opts.onWarning?.(m); };
+  const links = new Map<string, string>();
+  const top = await fsys.resolve(srcPath, false);
+
+  let target = dest;
+  const destStat = await fsp.lstat(dest).catch(() => undefined);
+  const topIsDir = (top.item.mode & S_IFMT) === S_IFDIR;
+  if (destStat?.isDirectory()) {
+    const base = nodePath.posix.basename(nodePath.posix.normalize('/' + srcPath));
+    if (base !== '' && base !== '/') target = nodePath.join(dest, base);
+  } else if (destStat && topIsDir) {
+    throw new BtrfsError('ENOTDIR', 'destination exists and is not a directory', { path: dest });
+  }
+
+  const applyMeta = async (r: Resolved, p: string): Promise<void> => {
+    const it = r.item;
+    const type = it.mode & S_IFMT;
+    if (preserveOwner) {
+      try { await fsp.lchown(p, it.uid, it.gid); } catch (e) { warn(`chown ${p}: ${(e as Error).message}`); }
+    }
+    if (type !== S_IFLNK) await fsp.chmod(p, it.mode & 0o7777);
+    for (const x of await fsys.xattrs(r)) {
+      try {
+        host.lsetxattr(p, x.name, x.value);
+      } catch (e) {
+        warn(`xattr ${x.name} on ${p}: ${(e as Error).message}`);
+      }
+    }
+    host.lutimensNs(p, it.atime.sec, it.atime.nsec, it.mtime.sec, it.mtime.nsec);
+  };
+
+  const writeFile = async (r: Resolved, p: string): Promise<void> => {
+    const fh = await fsp.open(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600);
+    try {
+      for await (const piece of fsys.pieces(r)) {
+        if (piece.kind !== 'data') continue;
+        let off = 0;
+        while (off < piece.data.length) {
+          const { bytesWritten } = await fh.write(piece.data, off, piece.data.length - off, piece.offset + off);
+          off += bytesWritten;
+        }
+        result.bytes += piece.data.length;
+      }
+      await fh.truncate(r.item.size > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(r.item.size));
+    } finally {
+      await fh.close();
+    }
+  };
+
+  /** Creates one non-directory inode at p; true if it was a new inode (not a hard link). */
+  const makeLeaf = async (r: Resolved, p: string): Promise<boolean> => {
+    const it = r.item;
+    const type = it.mode & S_IFMT;
+    const linkKey = `${r.subvol}:${r.ino}`;
+    if (it.nlink > 1 && type !== S_IFDIR) {
+      const first = links.get(linkKey);
+      if (first !== undefined) {
+        await fsp.link(first, p);
+        result.hardlinks++;
+        return false;
+      }
+      links.set(linkKey, p);
+    }
+    switch (type) {
+      case S_IFREG:
+        await writeFile(r, p);
+        break;
+      case S_IFLNK:
+        await fsp.symlink(await fsys.readlink(r.path), p);
+        break;
+      case S_IFCHR:
+      case S_IFBLK: {
+        const st = fsys.stats(r);
+        host.mknod(p, type | 0o600, st.rdevMajor, st.rdevMinor);
+        break;
+      }
+      case S_IFIFO:
+      case S_IFSOCK:
+        host.mknod(p, type | 0o600);
+        break;
+      default:
+        throw new BtrfsError('EUCLEAN', `inode ${r.ino} has unknown file type mode 0${it.mode.toString(8)}`, { path: r.path, tree: r.subvol });
+    }
+    await applyMeta(r, p);
+    return true;
+  };
+
+  // Pre-order for creation, with each directory's metadata applied once all below it is done.
+  const dirsDone: Pending[] = [];
+  const stack: Pending[] = [{ r: top, dest: target }];
+  while (stack.length) {
+    const { r, dest: p } = stack.pop()!;
+    if ((r.item.mode & S_IFMT) === S_IFDIR) {
+      await fsp.mkdir(p, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EEXIST') throw e;
+      });
+      result.dirs++;
+      dirsDone.push({ r, dest: p });
+      const ents = await fsys.direntsOf(r);
+      for (let i = ents.length - 1; i >= 0; i--) {
+        const e = ents[i]!;
+        stack.push({ r: await fsys.child(r, e.name), dest: nodePath.join(p, e.name) });
+      }
+    } else {
+      if (await makeLeaf(r, p)) result.files++;
+    }
+    opts.onProgress?.({ files: result.files, bytes: result.bytes, path: r.path });
+  }
+  for (let i = dirsDone.length - 1; i >= 0; i--) await applyMeta(dirsDone[i]!.r, dirsDone[i]!.dest);
+  return result;
+}

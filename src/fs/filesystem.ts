@@ -1,0 +1,341 @@
+/**
+ * The filesystem as a program sees it through a kernel mount of the top-level
+ * subvolume (subvolid=5): paths are absolute from there, nested subvolumes and
+ * snapshots are directories. The API follows node's fs.promises where the
+ * names match (readdir, lstat, stat, readFile, readlink), plus the btrfs and
+ * Linux things node lacks (subvolumes, xattrs).
+ *
+ *   const fs = await Filesystem.open('disk.img', { readOnly: true });
+ *   await fs.readFile('/sv/etc/hostname', 'utf8');
+ *   await fs.at(257n).readdir('/');   // paths relative to subvolume 257
+ */
+import { Readable } from 'node:stream';
+import { BtrfsError } from '../util/errors.js';
+import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, KEY, OBJ, ROOT_DIR_INO } from '../format/constants.js';
+import type { InodeItem } from '../format/items/inode-item.js';
+import type { BlockDevice } from '../device/block-device.js';
+import { FileDevice } from '../device/file-device.js';
+import { FsInfo, type OpenOptions } from '../tree/fs-info.js';
+import type { RootLocation } from '../tree/search.js';
+import { readInodeItem, EMPTY_SUBVOL_DIR_INO } from './inode.js';
+import { lookupName, listDir, FT_NAMES } from './dir.js';
+import { FileReader, type FilePiece } from './file-read.js';
+import { listXattrs, getXattr } from './xattr.js';
+import { listSubvolumes, defaultSubvolume, hasRootRef, rootLocationOf, type SubvolumeInfo } from './subvolumes.js';
+import { Stats } from './stats.js';
+
+export interface FilesystemOpenOptions extends OpenOptions {
+  /** default true: nothing is written and no lock is taken */
+  readOnly?: boolean;
+}
+
+/** A resolved inode: where it lives and its item. */
+export interface Resolved {
+  path: string;
+  subvol: bigint;
+  root: RootLocation;
+  ino: bigint;
+  item: InodeItem;
+}
+
+export class Dirent {
+  constructor(
+    readonly name: string,
+    /** file, dir, symlink, chardev, blockdev, fifo, socket */
+    readonly type: string,
+    readonly ino: bigint,
+    /** the subvolume the entry points into (differs from the parent's for subvolume roots) */
+    readonly subvol: bigint,
+    readonly rawName: Buffer,
+  ) {}
+  isFile(): boolean { return this.type === 'file'; }
+  isDirectory(): boolean { return this.type === 'dir'; }
+  isSymbolicLink(): boolean { return this.type === 'symlink'; }
+  isCharacterDevice(): boolean { return this.type === 'chardev'; }
+  isBlockDevice(): boolean { return this.type === 'blockdev'; }
+  isFIFO(): boolean { return this.type === 'fifo'; }
+  isSocket(): boolean { return this.type === 'socket'; }
+}
+
+const MAX_SYMLINKS = 40;
+
+interface PathStep { subvol: bigint; ino: bigint }
+
+export class Filesystem {
+  private readonly roots: Map<bigint, RootLocation>;
+  private readonly files: FileReader;
+
+  private constructor(
+    readonly info: FsInfo,
+    private readonly device: BlockDevice,
+    /** the subvolume paths are relative to */
+    readonly base: bigint,
+    shared?: { roots: Map<bigint, RootLocation>; files: FileReader },
+  ) {
+    this.roots = shared?.roots ?? new Map();
+    this.files = shared?.files ?? new FileReader(info);
+  }
+
+  /** Opens an image file or block device (or an already open BlockDevice). */
+  static async open(image: string | BlockDevice, opts: FilesystemOpenOptions = {}): Promise<Filesystem> {
+    const readOnly = opts.readOnly ?? true;
+    const device = typeof image === 'string' ? await FileDevice.open(image, { readOnly }) : image;
+    try {
+      const info = await FsInfo.open(device, opts);
+      return new Filesystem(info, device, OBJ.FS_TREE);
+    } catch (e) {
+      if (typeof image === 'string') await device.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.device.close();
+  }
+
+  /** The same filesystem with paths relative to subvolume `id` (ENOENT if there is none). */
+  async at(id: bigint | number): Promise<Filesystem> {
+    const sub = new Filesystem(this.info, this.device, BigInt(id), { roots: this.roots, files: this.files });
+    await sub.rootOf(BigInt(id));
+    return sub;
+  }
+
+  get label(): string {
+    const b = this.info.sb.label;
+    const end = b.indexOf(0);
+    return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
+  }
+
+  async rootOf(subvol: bigint, path?: string): Promise<RootLocation> {
+    const hit = this.roots.get(subvol);
+    if (hit) return hit;
+    const r = await rootLocationOf(this.info, subvol);
+    if (!r) throw new BtrfsError('ENOENT', `no subvolume ${subvol}`, { path, tree: subvol });
+    this.roots.set(subvol, r.loc);
+    return r.loc;
+  }
+
+  listSubvolumes(): Promise<SubvolumeInfo[]> {
+    return listSubvolumes(this.info);
+  }
+
+  getDefaultSubvolume(): Promise<bigint> {
+    return defaultSubvolume(this.info);
+  }
+
+  /** An inode item standing in for a subvolume entry that does not lead anywhere (as the kernel's dummy dir). */
+  private placeholderItem(parent: InodeItem): InodeItem {
+    return { ...parent, mode: S_IFDIR | 0o755, nlink: 1, uid: 0, gid: 0, size: 0n, nbytes: 0n, rdev: 0n, flags: 0n };
+  }
+
+  /**
+   * Resolves `path` (absolute from this view's base subvolume; relative paths
+   * are taken from it too) following symlinks in the middle, and in the last
+   * component when `follow` is set. Symlink targets that are absolute resolve
+   * from the top-level subvolume, since the image has no other root.
+   */
+  async resolve(path: string, follow = false): Promise<Resolved> {
+    if (typeof path !== 'string') throw new BtrfsError('EINVAL', 'path must be a string');
+    const pending = path.split('/').filter((c) => c !== '' && c !== '.');
+    const stack: PathStep[] = [{ subvol: this.base, ino: ROOT_DIR_INO }];
+    const items: InodeItem[] = [await readInodeItem(this.info, await this.rootOf(this.base, path), ROOT_DIR_INO, path)];
+    let links = 0;
+    while (pending.length) {
+      const comp = pending.shift()!;
+      if (comp === '..') {
+        if (stack.length > 1) { stack.pop(); items.pop(); }
+        continue;
+      }
+      const cur = stack[stack.length - 1]!;
+      const curItem = items[items.length - 1]!;
+      if ((curItem.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError('ENOTDIR', 'not a directory', { path, syscall: 'lstat' });
+      const nameBuf = Buffer.from(comp, 'utf8');
+      if (nameBuf.length > 255) throw new BtrfsError('ENAMETOOLONG', 'name too long', { path });
+      if (cur.ino === EMPTY_SUBVOL_DIR_INO) throw new BtrfsError('ENOENT', 'no such file or directory', { path, syscall: 'lstat' });
+      const root = await this.rootOf(cur.subvol, path);
+      const d = await lookupName(this.info, root, cur.ino, nameBuf);
+      if (!d) throw new BtrfsError('ENOENT', 'no such file or directory', { path, syscall: 'lstat' });
+      let next: PathStep;
+      let item: InodeItem;
+      if (d.location.type === KEY.ROOT_ITEM) {
+        const child = d.location.objectid;
+        const linked = await hasRootRef(this.info, cur.subvol, child);
+        const r = linked ? await rootLocationOf(this.info, child) : undefined;
+        if (r && r.item.refs > 0) {
+          this.roots.set(child, r.loc);
+          next = { subvol: child, ino: r.item.root_dirid || ROOT_DIR_INO };
+          item = await readInodeItem(this.info, r.loc, next.ino, path);
+        } else {
+          next = { subvol: cur.subvol, ino: EMPTY_SUBVOL_DIR_INO };
+          item = this.placeholderItem(curItem);
+        }
+      } else {
+        next = { subvol: cur.subvol, ino: d.location.objectid };
+        item = await readInodeItem(this.info, root, next.ino, path);
+      }
+      const isLast = pending.length === 0;
+      if ((item.mode & S_IFMT) === S_IFLNK && (!isLast || follow)) {
+        if (++links > MAX_SYMLINKS) throw new BtrfsError('ELOOP', 'too many levels of symbolic links', { path });
+        const target = (await this.files.read(await this.rootOf(next.subvol), next.ino, 0, Number(item.size), path)).toString('utf8');
+        if (target.startsWith('/')) {
+          stack.length = 1; items.length = 1;
+          stack[0] = { subvol: OBJ.FS_TREE, ino: ROOT_DIR_INO };
+          items[0] = await readInodeItem(this.info, await this.rootOf(OBJ.FS_TREE), ROOT_DIR_INO, path);
+        }
+        pending.unshift(...target.split('/').filter((c) => c !== '' && c !== '.'));
+        continue;
+      }
+      stack.push(next);
+      items.push(item);
+    }
+    const last = stack[stack.length - 1]!;
+    return { path, subvol: last.subvol, root: await this.rootOf(last.subvol), ino: last.ino, item: items[items.length - 1]! };
+  }
+
+  private statOf(r: Resolved): Stats {
+    return new Stats(r.subvol, r.ino, r.item, this.info.sectorsize);
+  }
+
+  async lstat(path: string): Promise<Stats> {
+    return this.statOf(await this.resolve(path, false));
+  }
+
+  async stat(path: string): Promise<Stats> {
+    return this.statOf(await this.resolve(path, true));
+  }
+
+  async exists(path: string): Promise<boolean> {
+    try {
+      await this.resolve(path, false);
+      return true;
+    } catch (e) {
+      if (e instanceof BtrfsError && (e.code === 'ENOENT' || e.code === 'ENOTDIR')) return false;
+      throw e;
+    }
+  }
+
+  /** Entries of a directory in readdir order (DIR_INDEX order), without . and .. */
+  async readdir(path: string): Promise<string[]>;
+  async readdir(path: string, opts: { withFileTypes: true }): Promise<Dirent[]>;
+  async readdir(path: string, opts: { withFileTypes?: boolean } = {}): Promise<string[] | Dirent[]> {
+    const r = await this.resolve(path, true);
+    const ents = await this.direntsOf(r);
+    return opts.withFileTypes ? ents : ents.map((e) => e.name);
+  }
+
+  /** Directory entries of an already resolved directory. */
+  async direntsOf(r: Resolved): Promise<Dirent[]> {
+    if ((r.item.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError('ENOTDIR', 'not a directory', { path: r.path, syscall: 'scandir' });
+    if (r.ino === EMPTY_SUBVOL_DIR_INO) return [];
+    const out: Dirent[] = [];
+    for await (const e of listDir(this.info, r.root, r.ino)) {
+      const isSub = e.location.type === KEY.ROOT_ITEM;
+      out.push(new Dirent(e.name.toString('utf8'), FT_NAMES[e.type] ?? 'unknown', isSub ? ROOT_DIR_INO : e.location.objectid, isSub ? e.location.objectid : r.subvol, e.name));
+    }
+    return out;
+  }
+
+  /** Resolves the child `name` of a resolved directory without re-walking the path. */
+  async child(dir: Resolved, name: string): Promise<Resolved> {
+    return this.resolveFrom(dir, name);
+  }
+
+  private async resolveFrom(dir: Resolved, name: string): Promise<Resolved> {
+    const path = dir.path === '/' ? `/${name}` : `${dir.path}/${name}`;
+    const d = await lookupName(this.info, dir.root, dir.ino, Buffer.from(name, 'utf8'));
+    if (!d) throw new BtrfsError('ENOENT', 'no such file or directory', { path });
+    if (d.location.type === KEY.ROOT_ITEM) {
+      const child = d.location.objectid;
+      const linked = await hasRootRef(this.info, dir.subvol, child);
+      const r = linked ? await rootLocationOf(this.info, child) : undefined;
+      if (r && r.item.refs > 0) {
+        this.roots.set(child, r.loc);
+        const ino = r.item.root_dirid || ROOT_DIR_INO;
+        return { path, subvol: child, root: r.loc, ino, item: await readInodeItem(this.info, r.loc, ino, path) };
+      }
+      return { path, subvol: dir.subvol, root: dir.root, ino: EMPTY_SUBVOL_DIR_INO, item: this.placeholderItem(dir.item) };
+    }
+    const ino = d.location.objectid;
+    return { path, subvol: dir.subvol, root: dir.root, ino, item: await readInodeItem(this.info, dir.root, ino, path) };
+  }
+
+  async readlink(path: string): Promise<string> {
+    const r = await this.resolve(path, false);
+    if ((r.item.mode & S_IFMT) !== S_IFLNK) throw new BtrfsError('EINVAL', 'not a symbolic link', { path, syscall: 'readlink' });
+    return (await this.files.read(r.root, r.ino, 0, Number(r.item.size), path)).toString('utf8');
+  }
+
+  private regular(r: Resolved, syscall: string): void {
+    const t = r.item.mode & S_IFMT;
+    if (t === S_IFDIR) throw new BtrfsError('EISDIR', 'illegal operation on a directory', { path: r.path, syscall });
+    if (t !== S_IFREG) throw new BtrfsError('EINVAL', 'not a regular file', { path: r.path, syscall });
+  }
+
+  /** The whole file (following symlinks), as a Buffer or decoded string. */
+  async readFile(path: string, opts?: BufferEncoding | { encoding?: BufferEncoding | null }): Promise<Buffer | string> {
+    const r = await this.resolve(path, true);
+    this.regular(r, 'open');
+    const data = await this.files.read(r.root, r.ino, 0, Number(r.item.size), path);
+    const enc = typeof opts === 'string' ? opts : opts?.encoding;
+    return enc ? data.toString(enc) : data;
+  }
+
+  /** Bytes [position, position+length) of a file, short at end of file like pread. */
+  async read(path: string, position: number, length: number): Promise<Buffer> {
+    const r = await this.resolve(path, true);
+    this.regular(r, 'read');
+    if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new BtrfsError('EINVAL', `bad range ${position}+${length}`, { path, syscall: 'read' });
+    }
+    const size = Number(r.item.size);
+    return this.files.read(r.root, r.ino, Math.min(position, size), Math.min(position + length, size), path);
+  }
+
+  /** Data and hole pieces of a resolved regular file, in order, for streaming and sparse extraction. */
+  pieces(r: Resolved, start = 0, end = Number(r.item.size)): AsyncGenerator<FilePiece> {
+    return this.files.pieces(r.root, r.ino, start, Math.min(end, Number(r.item.size)), r.path);
+  }
+
+  /** A readable stream of a file's bytes ([start, end] inclusive, like fs.createReadStream). */
+  createReadStream(path: string, opts: { start?: number; end?: number } = {}): Readable {
+    const self = this;
+    async function* gen(): AsyncGenerator<Buffer> {
+      const r = await self.resolve(path, true);
+      self.regular(r, 'open');
+      const start = opts.start ?? 0;
+      const end = opts.end === undefined ? Number(r.item.size) : opts.end + 1;
+      for await (const p of self.pieces(r, start, end)) {
+        if (p.kind === 'data') yield p.data;
+        else {
+          for (let off = 0; off < p.length; off += 1 << 20) yield Buffer.alloc(Math.min(1 << 20, p.length - off));
+        }
+      }
+    }
+    return Readable.from(gen(), { objectMode: false });
+  }
+
+  async listxattr(path: string): Promise<string[]> {
+    const r = await this.resolve(path, false);
+    if (r.ino === EMPTY_SUBVOL_DIR_INO) return [];
+    return (await listXattrs(this.info, r.root, r.ino)).map((x) => x.name);
+  }
+
+  /** All xattrs with values, in one walk. */
+  async xattrs(path: string | Resolved): Promise<{ name: string; value: Buffer }[]> {
+    const r = typeof path === 'string' ? await this.resolve(path, false) : path;
+    if (r.ino === EMPTY_SUBVOL_DIR_INO) return [];
+    return listXattrs(this.info, r.root, r.ino);
+  }
+
+  async getxattr(path: string, name: string): Promise<Buffer> {
+    const r = await this.resolve(path, false);
+    const v = r.ino === EMPTY_SUBVOL_DIR_INO ? undefined : await getXattr(this.info, r.root, r.ino, name);
+    if (v === undefined) throw new BtrfsError('ENODATA', `no xattr ${name}`, { path, syscall: 'getxattr' });
+    return v;
+  }
+
+  /** Stats of a resolved inode. */
+  stats(r: Resolved): Stats {
+    return this.statOf(r);
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * Opening a filesystem (the kernel's open_ctree): superblock, then the
+ * chunk map from sys_chunk_array, then the chunk tree, then the root tree.
+ * FsInfo is the read path every higher layer shares: which block reader,
+ * which roots, which geometry.
+ */
+import { BtrfsError, corrupt } from '../util/errors.js';
+import { csumSize, initChecksums, CSUM_TYPE } from '../util/checksum.js';
+import type { BlockDevice } from '../device/block-device.js';
+import {
+  SUPER_INFO_SIZE, SUPER_MIRROR_OFFSETS, KEY, OBJ, FEATURE_INCOMPAT, SUPPORTED_INCOMPAT,
+} from '../format/constants.js';
+import { decodeSuperblock, hasMagic, superblockCsumOk, validateSuperblock, type Superblock } from '../format/superblock.js';
+import { key, KEY_MAX } from '../format/key.js';
+import { decodeChunkItem } from '../format/items/chunk-item.js';
+import { devItem, type DevItem } from '../format/items/dev-item.js';
+import { decodeRootItem, type RootItem } from '../format/items/root-item.js';
+import { ChunkMap, parseSysChunkArray } from '../volumes/chunk-map.js';
+import { BlockReader } from './block-reader.js';
+import { iterItems, findLastItem, type RootLocation } from './search.js';
+
+export interface OpenOptions {
+  /** which superblock copy to trust: 0 (primary, default), 1 or 2 */
+  superMirror?: number;
+}
+
+export class FsInfo {
+  readonly nodesize: number;
+  readonly sectorsize: number;
+  readonly csumType: number;
+  readonly csumSize: number;
+  readonly chunkRoot: RootLocation;
+  readonly treeRoot: RootLocation;
+  readonly devItems: DevItem[] = [];
+
+  private constructor(
+    readonly device: BlockDevice,
+    readonly sb: Superblock,
+    /** the raw bytes of the superblock that was used */
+    readonly sbRaw: Buffer,
+    readonly chunks: ChunkMap,
+    readonly reader: BlockReader,
+  ) {
+    this.nodesize = sb.nodesize;
+    this.sectorsize = sb.sectorsize;
+    this.csumType = sb.csum_type;
+    this.csumSize = csumSize(sb.csum_type);
+    this.chunkRoot = { objectid: OBJ.CHUNK_TREE, bytenr: sb.chunk_root, level: sb.chunk_root_level, generation: sb.chunk_root_generation };
+    this.treeRoot = { objectid: OBJ.ROOT_TREE, bytenr: sb.root, level: sb.root_level, generation: sb.generation };
+  }
+
+  /** Reads and validates superblock copy `mirror` (0 = primary). */
+  static async readSuperblock(device: BlockDevice, mirror = 0): Promise<{ sb: Superblock; raw: Buffer }> {
+    const off = SUPER_MIRROR_OFFSETS[mirror];
+    if (off === undefined) throw new BtrfsError('EINVAL', `no superblock mirror ${mirror}`);
+    const where = `superblock copy ${mirror} at ${off}`;
+    if (off + SUPER_INFO_SIZE > device.size) {
+      throw new BtrfsError(mirror === 0 ? 'EINVAL' : 'ENOENT', `${where}: device is only ${device.size} bytes`, { path: device.name });
+    }
+    const raw = await device.read(off, SUPER_INFO_SIZE);
+    if (!hasMagic(raw)) throw new BtrfsError('EINVAL', `not a btrfs filesystem (no magic in ${where})`, { path: device.name });
+    const csumType = raw.readUInt16LE(196);
+    if (csumType > 3) throw corrupt(`${where}: unknown checksum type ${csumType}`);
+    if (csumType === CSUM_TYPE.XXHASH) await initChecksums();
+    if (!superblockCsumOk(raw, csumType)) throw new BtrfsError('EIO', `${where}: checksum mismatch`, { path: device.name });
+    const sb = decodeSuperblock(raw);
+    validateSuperblock(sb, where);
+    if (sb.bytenr !== BigInt(off)) throw corrupt(`${where}: records bytenr ${sb.bytenr}`);
+    return { sb, raw };
+  }
+
+  static async open(device: BlockDevice, opts: OpenOptions = {}): Promise<FsInfo> {
+    const { sb, raw } = await FsInfo.readSuperblock(device, opts.superMirror ?? 0);
+    const unsupported = sb.incompat_flags & ~SUPPORTED_INCOMPAT;
+    if (unsupported !== 0n) {
+      throw new BtrfsError('ENOTSUP', `filesystem uses unsupported incompat features 0x${unsupported.toString(16)}`, { path: device.name });
+    }
+    if (sb.num_devices !== 1n) {
+      throw new BtrfsError('ENOTSUP', `filesystem has ${sb.num_devices} devices; only single-device filesystems are supported`, { path: device.name });
+    }
+    const fsid = sb.incompat_flags & FEATURE_INCOMPAT.METADATA_UUID ? sb.metadata_uuid : sb.fsid;
+    const chunks = new ChunkMap();
+    for (const { logical, chunk } of parseSysChunkArray(sb)) chunks.add(logical, chunk, sb.sectorsize);
+    const reader = new BlockReader(device, sb.dev_item.devid, chunks, {
+      nodesize: sb.nodesize, sectorsize: sb.sectorsize, csumType: sb.csum_type, fsid, superGeneration: sb.generation,
+    });
+    const info = new FsInfo(device, sb, raw, chunks, reader);
+    await info.loadChunkTree();
+    return info;
+  }
+
+  private async loadChunkTree(): Promise<void> {
+    for await (const it of iterItems(this.reader, this.chunkRoot)) {
+      if (it.key.type === KEY.CHUNK_ITEM) {
+        try {
+          this.chunks.add(it.key.offset, decodeChunkItem(it.data, 0, it.data.length), this.sectorsize);
+        } catch (e) {
+          throw e instanceof BtrfsError ? e.withWhere({ tree: OBJ.CHUNK_TREE, block: it.block.bytenr, slot: it.slot, key: it.key }) : e;
+        }
+      } else if (it.key.type === KEY.DEV_ITEM) {
+        this.devItems.push(devItem.decode(it.data, 0));
+      }
+    }
+  }
+
+  /**
+   * The ROOT_ITEM of tree `objectid` (the newest one: snapshots' root items
+   * carry the creating transid as key offset), or undefined.
+   */
+  async findRootItem(objectid: bigint): Promise<{ offset: bigint; item: RootItem } | undefined> {
+    const it = await findLastItem(this.reader, this.treeRoot, key(objectid, KEY.ROOT_ITEM, 0n), key(objectid, KEY.ROOT_ITEM, KEY_MAX.offset));
+    if (!it) return undefined;
+    try {
+      return { offset: it.key.offset, item: decodeRootItem(it.data) };
+    } catch (e) {
+      throw e instanceof BtrfsError ? e.withWhere({ tree: OBJ.ROOT_TREE, block: it.block.bytenr, slot: it.slot, key: it.key }) : e;
+    }
+  }
+
+  /** Where tree `objectid`'s root block is; ENOENT if there is no such tree. */
+  async rootOf(objectid: bigint): Promise<RootLocation> {
+    if (objectid === OBJ.ROOT_TREE) return this.treeRoot;
+    if (objectid === OBJ.CHUNK_TREE) return this.chunkRoot;
+    const r = await this.findRootItem(objectid);
+    if (!r) throw new BtrfsError('ENOENT', `no root item for tree ${objectid}`, { tree: objectid });
+    return { objectid, bytenr: r.item.bytenr, level: r.item.level, generation: r.item.generation };
+  }
+
+  /** Data bytes at a logical address (first copy). */
+  readData(logical: bigint, len: number): Promise<Buffer> {
+    return this.reader.readLogical(logical, len);
+  }
+}

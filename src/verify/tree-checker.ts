@@ -1,0 +1,116 @@
+/**
+ * The tree-checker: every tree block is checked once, when it is read, and
+ * deeper code trusts what it got. Messages follow the kernel's shape
+ * ("corrupt leaf: root=5 block=30408704 slot=3, ...") so they can be compared
+ * with kernel logs and btrfs check output.
+ *
+ * Checks, in the order a reader needs them: checksum (else nothing else is
+ * meaningful), the header's identity (bytenr, fsid, level, generation, owner
+ * when known), then structure (item bounds, key order), then per-item rules.
+ */
+import { corrupt, BtrfsError } from '../util/errors.js';
+import { checksum, csumSize } from '../util/checksum.js';
+import { HEADER_SIZE, ITEM_SIZE, KEY_PTR_SIZE, MAX_LEVEL } from '../format/constants.js';
+import { compareKeys, keyEquals, formatKey, type Key } from '../format/key.js';
+import { TreeBlock } from '../format/tree-block.js';
+import { checkItem } from './item-rules.js';
+
+/** What the filesystem knows about every block it reads. */
+export interface CheckContext {
+  nodesize: number;
+  sectorsize: number;
+  csumType: number;
+  /** the fsid that tree blocks carry (metadata_uuid when that feature is on) */
+  fsid: Buffer;
+  superGeneration: bigint;
+}
+
+/** What the reader expects of this particular block (from the parent pointer or root item). */
+export interface BlockExpectation {
+  bytenr: bigint;
+  level?: number;
+  generation?: bigint;
+  firstKey?: Key;
+  /** tree objectid, for messages and for the owner check */
+  owner?: bigint;
+}
+
+export function blockCsumOk(buf: Buffer, csumType: number): boolean {
+  const want = checksum(csumType, buf.subarray(32));
+  return buf.subarray(0, csumSize(csumType)).equals(want);
+}
+
+/** Verifies a raw block and returns it decoded; throws EUCLEAN (or EIO for checksum) naming the block. */
+export function checkTreeBlock(buf: Buffer, ctx: CheckContext, exp: BlockExpectation): TreeBlock {
+  const where = { block: exp.bytenr, tree: exp.owner };
+  if (buf.length !== ctx.nodesize) throw corrupt(`tree block size ${buf.length} != nodesize ${ctx.nodesize}`, where);
+  if (!blockCsumOk(buf, ctx.csumType)) {
+    const found = buf.subarray(0, csumSize(ctx.csumType)).toString('hex');
+    const want = checksum(ctx.csumType, buf.subarray(32)).toString('hex');
+    throw new BtrfsError('EIO', `checksum verify failed on ${exp.bytenr} wanted 0x${want} found 0x${found}`, where);
+  }
+  const bytenr = buf.readBigUInt64LE(48);
+  if (bytenr !== exp.bytenr) throw corrupt(`bad tree block start, want ${exp.bytenr} have ${bytenr}`, where);
+  if (!buf.subarray(32, 48).equals(ctx.fsid)) throw corrupt('tree block fsid does not match the filesystem', where);
+  const level = buf[100]!;
+  if (level >= MAX_LEVEL) throw corrupt(`tree block level ${level} too high`, where);
+  if (exp.level !== undefined && level !== exp.level) throw corrupt(`bad tree block level, want ${exp.level} have ${level}`, where);
+  const generation = buf.readBigUInt64LE(80);
+  if (exp.generation !== undefined && generation !== exp.generation) {
+    throw corrupt(`parent transid verify failed on ${exp.bytenr} wanted ${exp.generation} found ${generation}`, where);
+  }
+  if (generation > ctx.superGeneration + 1n) {
+    throw corrupt(`tree block generation ${generation} is newer than the superblock's ${ctx.superGeneration}`, where);
+  }
+  const block = new TreeBlock(buf, ctx.nodesize);
+  const owner = exp.owner ?? block.owner;
+  const kind = block.isLeaf ? 'leaf' : 'node';
+  const w = (slot: number, k?: Key) => ({ block: exp.bytenr, tree: owner, slot, key: k });
+  if (block.isLeaf) checkLeaf(block, ctx, owner, w);
+  else checkNode(block, ctx, owner, w);
+  if (exp.firstKey && block.nritems > 0 && !keyEquals(block.keyAt(0), exp.firstKey)) {
+    throw corrupt(`corrupt ${kind}: first key mismatch, want ${formatKey(exp.firstKey)} have ${formatKey(block.keyAt(0))}`, w(0, block.keyAt(0)));
+  }
+  return block;
+}
+
+function checkLeaf(block: TreeBlock, ctx: CheckContext, owner: bigint, w: (s: number, k?: Key) => object): void {
+  const n = block.nritems;
+  // Items' data is packed from the end of the block backwards, each ending where the previous began.
+  let expectEnd = ctx.nodesize - HEADER_SIZE;
+  for (let slot = 0; slot < n; slot++) {
+    const it = block.items[slot]!;
+    if (slot > 0 && compareKeys(block.items[slot - 1]!.key, it.key) >= 0) {
+      throw corrupt(`corrupt leaf: bad key order, prev ${formatKey(block.items[slot - 1]!.key)} current ${formatKey(it.key)}`, w(slot, it.key));
+    }
+    const end = it.offset + it.size;
+    if (end !== expectEnd) {
+      throw corrupt(`corrupt leaf: unexpected item end, have ${end} expect ${expectEnd}`, w(slot, it.key));
+    }
+    if (HEADER_SIZE + it.offset < HEADER_SIZE + n * ITEM_SIZE) {
+      throw corrupt(`corrupt leaf: item data overlaps item headers, offset ${it.offset}`, w(slot, it.key));
+    }
+    expectEnd = it.offset;
+    const problem = checkItem(it.key, it.data, { owner, sectorsize: ctx.sectorsize, csumSize: csumSize(ctx.csumType) });
+    if (problem) throw corrupt(`corrupt leaf: ${problem}`, w(slot, it.key));
+  }
+}
+
+function checkNode(block: TreeBlock, ctx: CheckContext, owner: bigint, w: (s: number, k?: Key) => object): void {
+  const n = block.nritems;
+  const max = Math.floor((ctx.nodesize - HEADER_SIZE) / KEY_PTR_SIZE);
+  if (n === 0 || n > max) throw corrupt(`corrupt node: invalid nritems ${n}, expect [1, ${max}]`, w(0));
+  for (let slot = 0; slot < n; slot++) {
+    const p = block.ptrs[slot]!;
+    if (p.blockptr === 0n || p.blockptr % BigInt(ctx.sectorsize) !== 0n) {
+      throw corrupt(`corrupt node: invalid blockptr ${p.blockptr}`, w(slot, p.key));
+    }
+    if (slot > 0 && compareKeys(block.ptrs[slot - 1]!.key, p.key) >= 0) {
+      throw corrupt(`corrupt node: bad key order, prev ${formatKey(block.ptrs[slot - 1]!.key)} current ${formatKey(p.key)}`, w(slot, p.key));
+    }
+    if (p.generation > ctx.superGeneration + 1n) {
+      throw corrupt(`corrupt node: pointer generation ${p.generation} newer than the superblock's`, w(slot, p.key));
+    }
+  }
+  void owner;
+}
