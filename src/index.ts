@@ -1,0 +1,20 @@
+/**
+ * The public library API of tsbtrfs.
+ *
+ *   import { Filesystem } from 'tsbtrfs';
+ *   const fs = await Filesystem.open('disk.img', { readOnly: true });
+ *   console.log(await fs.readdir('/'));
+ */
+export { BtrfsError, type ErrnoCode, isBtrfsError } from './util/errors.js';
+export type { BlockDevice } from './device/block-device.js';
+export { FileDevice } from './device/file-device.js';
+export { MemoryDevice } from './device/memory-device.js';
+export { Filesystem, Dirent, type Resolved, type FilesystemOpenOptions } from './fs/filesystem.js';
+export { Stats } from './fs/stats.js';
+export type { SubvolumeInfo } from './fs/subvolumes.js';
+export { extract, type ExtractOptions, type ExtractResult } from './fs/extract.js';
+export { FsInfo } from './tree/fs-info.js';
+export { dumpTree, type DumpTreeOptions } from './inspect/dump-tree.js';
+export { printSuperblock } from './inspect/print-super.js';
+export { OBJ, KEY, ROOT_FLAG } from './format/constants.js';
+export { nativeHostAvailable } from './util/host.js';

@@ -1,0 +1,93 @@
+/**
+ * `dump-tree`: every block of every tree, in the order and with the section
+ * headings of `btrfs inspect-internal dump-tree` (root tree, chunk tree, then
+ * each tree with a ROOT_ITEM in root-tree key order), so the two outputs can
+ * be compared line by line.
+ */
+import { BtrfsError } from '../util/errors.js';
+import { KEY, OBJ } from '../format/constants.js';
+import { key, KEY_MAX, KEY_MIN } from '../format/key.js';
+import { decodeRootItem } from '../format/items/root-item.js';
+import type { TreeBlock } from '../format/tree-block.js';
+import { iterItems, type RootLocation } from '../tree/search.js';
+import type { FsInfo } from '../tree/fs-info.js';
+import { printTreeBlock, objectidName, type PrintContext } from './print-tree.js';
+
+const TREE_TITLES: Record<string, string> = {
+  [OBJ.EXTENT_TREE.toString()]: 'extent tree',
+  [OBJ.DEV_TREE.toString()]: 'device tree',
+  [OBJ.FS_TREE.toString()]: 'fs tree',
+  [OBJ.CSUM_TREE.toString()]: 'checksum tree',
+  [OBJ.QUOTA_TREE.toString()]: 'quota tree',
+  [OBJ.UUID_TREE.toString()]: 'uuid tree',
+  [OBJ.FREE_SPACE_TREE.toString()]: 'free space tree',
+  [OBJ.BLOCK_GROUP_TREE.toString()]: 'block group tree',
+  [OBJ.RAID_STRIPE_TREE.toString()]: 'raid stripe tree',
+  [OBJ.DATA_RELOC_TREE.toString()]: 'data reloc tree',
+  [OBJ.TREE_RELOC.toString()]: 'tree reloc',
+  [OBJ.TREE_LOG.toString()]: 'log tree',
+};
+
+function treeTitle(objectid: bigint): string {
+  return TREE_TITLES[objectid.toString()] ?? (objectid >= OBJ.FIRST_FREE && objectid <= OBJ.LAST_FREE ? 'file tree' : 'tree');
+}
+
+export function printContextOf(info: FsInfo): PrintContext {
+  return { csumType: info.csumType, csumSize: info.csumSize, nodesize: info.nodesize, sectorsize: info.sectorsize };
+}
+
+/** Prints a tree depth-first, each block once (a block reached twice is a loop and is reported, not followed). */
+async function dumpTreeBlocks(info: FsInfo, root: RootLocation, out: (s: string) => void): Promise<void> {
+  const ctx = printContextOf(info);
+  const seen = new Set<bigint>();
+  const visit = async (bytenr: bigint, level: number, generation: bigint): Promise<void> => {
+    if (seen.has(bytenr)) throw new BtrfsError('EUCLEAN', `tree block ${bytenr} is referenced twice (loop)`, { tree: root.objectid, block: bytenr });
+    seen.add(bytenr);
+    let block: TreeBlock;
+    try {
+      block = await info.reader.read({ bytenr, level, generation, owner: root.objectid });
+    } catch (e) {
+      if (e instanceof BtrfsError) { out(`ERROR: ${e.message}\n`); return; }
+      throw e;
+    }
+    out(printTreeBlock(block, ctx));
+    if (!block.isLeaf) for (const p of block.ptrs) await visit(p.blockptr, block.level - 1, p.generation);
+  };
+  await visit(root.bytenr, root.level, root.generation);
+}
+
+export interface DumpTreeOptions {
+  /** only this tree (objectid) */
+  tree?: bigint;
+  /** only this block */
+  block?: bigint;
+}
+
+export async function dumpTree(info: FsInfo, out: (s: string) => void, opts: DumpTreeOptions = {}): Promise<void> {
+  if (opts.block !== undefined) {
+    const block = await info.reader.read({ bytenr: opts.block });
+    out(printTreeBlock(block, printContextOf(info)));
+    return;
+  }
+  if (opts.tree !== undefined) {
+    const root = await info.rootOf(opts.tree);
+    await dumpTreeBlocks(info, root, out);
+    return;
+  }
+  out('root tree\n');
+  await dumpTreeBlocks(info, info.treeRoot, out);
+  out('chunk tree\n');
+  await dumpTreeBlocks(info, info.chunkRoot, out);
+  for await (const it of iterItems(info.reader, info.treeRoot, KEY_MIN, KEY_MAX)) {
+    if (it.key.type !== KEY.ROOT_ITEM) continue;
+    if (it.key.objectid === OBJ.ROOT_TREE || it.key.objectid === OBJ.CHUNK_TREE) continue;
+    const item = decodeRootItem(it.data);
+    out(`${treeTitle(it.key.objectid)} key (${objectidName(it.key.objectid, KEY.ROOT_ITEM)} ROOT_ITEM ${it.key.offset}) \n`);
+    await dumpTreeBlocks(info, { objectid: it.key.objectid, bytenr: item.bytenr, level: item.level, generation: item.generation }, out);
+  }
+  out(`total bytes ${info.sb.total_bytes}\n`);
+  out(`bytes used ${info.sb.bytes_used}\n`);
+  const h = info.sb.fsid.toString('hex');
+  out(`uuid ${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}\n`);
+  void key;
+}
