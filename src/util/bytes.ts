@@ -3,7 +3,7 @@
  * objectids, offsets and generations use the full 64 bits (e.g. -1 as
  * (u64)-1 for "last key"), which a JS number cannot hold.
  */
-import { corrupt } from './errors.js';
+import { BtrfsError, corrupt } from './errors.js';
 
 export const U64_MAX = 0xffff_ffff_ffff_ffffn;
 
@@ -42,7 +42,7 @@ export function uuidToString(b: Uint8Array): string {
 
 export function uuidFromString(s: string): Buffer {
   const h = s.replace(/-/g, '');
-  if (!/^[0-9a-fA-F]{32}$/.test(h)) throw new TypeError(`not a uuid: ${s}`);
+  if (!/^[0-9a-fA-F]{32}$/.test(h)) throw new BtrfsError('EINVAL', `not a uuid: ${s}`);
   return Buffer.from(h, 'hex');
 }
 
