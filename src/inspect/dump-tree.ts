@@ -6,7 +6,7 @@
  */
 import { BtrfsError } from '../util/errors.js';
 import { KEY, OBJ } from '../format/constants.js';
-import { key, KEY_MAX, KEY_MIN } from '../format/key.js';
+import { KEY_MAX, KEY_MIN } from '../format/key.js';
 import { decodeRootItem } from '../format/items/root-item.js';
 import type { TreeBlock } from '../format/tree-block.js';
 import { iterItems, type RootLocation } from '../tree/search.js';
@@ -32,13 +32,13 @@ function treeTitle(objectid: bigint): string {
   return TREE_TITLES[objectid.toString()] ?? (objectid >= OBJ.FIRST_FREE && objectid <= OBJ.LAST_FREE ? 'file tree' : 'tree');
 }
 
-export function printContextOf(info: FsInfo): PrintContext {
-  return { csumType: info.csumType, csumSize: info.csumSize, nodesize: info.nodesize, sectorsize: info.sectorsize };
+export function printContextOf(info: FsInfo, utc = false): PrintContext {
+  return { csumType: info.csumType, csumSize: info.csumSize, nodesize: info.nodesize, sectorsize: info.sectorsize, utc };
 }
 
 /** Prints a tree depth-first, each block once (a block reached twice is a loop and is reported, not followed). */
-async function dumpTreeBlocks(info: FsInfo, root: RootLocation, out: (s: string) => void): Promise<void> {
-  const ctx = printContextOf(info);
+async function dumpTreeBlocks(info: FsInfo, root: RootLocation, out: (s: string) => void, utc: boolean): Promise<void> {
+  const ctx = printContextOf(info, utc);
   const seen = new Set<bigint>();
   const visit = async (bytenr: bigint, level: number, generation: bigint): Promise<void> => {
     if (seen.has(bytenr)) throw new BtrfsError('EUCLEAN', `tree block ${bytenr} is referenced twice (loop)`, { tree: root.objectid, block: bytenr });
@@ -61,33 +61,34 @@ export interface DumpTreeOptions {
   tree?: bigint;
   /** only this block */
   block?: bigint;
+  /** timestamps in UTC instead of local time (btrfs-progs uses local time) */
+  utc?: boolean;
 }
 
 export async function dumpTree(info: FsInfo, out: (s: string) => void, opts: DumpTreeOptions = {}): Promise<void> {
   if (opts.block !== undefined) {
     const block = await info.reader.read({ bytenr: opts.block });
-    out(printTreeBlock(block, printContextOf(info)));
+    out(printTreeBlock(block, printContextOf(info, !!opts.utc)));
     return;
   }
   if (opts.tree !== undefined) {
     const root = await info.rootOf(opts.tree);
-    await dumpTreeBlocks(info, root, out);
+    await dumpTreeBlocks(info, root, out, !!opts.utc);
     return;
   }
   out('root tree\n');
-  await dumpTreeBlocks(info, info.treeRoot, out);
+  await dumpTreeBlocks(info, info.treeRoot, out, !!opts.utc);
   out('chunk tree\n');
-  await dumpTreeBlocks(info, info.chunkRoot, out);
+  await dumpTreeBlocks(info, info.chunkRoot, out, !!opts.utc);
   for await (const it of iterItems(info.reader, info.treeRoot, KEY_MIN, KEY_MAX)) {
     if (it.key.type !== KEY.ROOT_ITEM) continue;
     if (it.key.objectid === OBJ.ROOT_TREE || it.key.objectid === OBJ.CHUNK_TREE) continue;
     const item = decodeRootItem(it.data);
     out(`${treeTitle(it.key.objectid)} key (${objectidName(it.key.objectid, KEY.ROOT_ITEM)} ROOT_ITEM ${it.key.offset}) \n`);
-    await dumpTreeBlocks(info, { objectid: it.key.objectid, bytenr: item.bytenr, level: item.level, generation: item.generation }, out);
+    await dumpTreeBlocks(info, { objectid: it.key.objectid, bytenr: item.bytenr, level: item.level, generation: item.generation }, out, !!opts.utc);
   }
   out(`total bytes ${info.sb.total_bytes}\n`);
   out(`bytes used ${info.sb.bytes_used}\n`);
   const h = info.sb.fsid.toString('hex');
   out(`uuid ${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}\n`);
-  void key;
 }
