@@ -79,7 +79,7 @@ export class FileReader {
         extLen = Number(fe.ram_bytes);
         let plain: Buffer;
         if (fe.compression === COMPRESS.NONE) plain = inline.data;
-        else plain = decompressExtent(fe.compression, inline.data, extLen, this.info.sectorsize);
+        else plain = decompressExtent(fe.compression, inline.data, extLen, this.info.sectorsize, { inline: true });
         bytesAt = async (off, len) => {
           const out = Buffer.alloc(len);
           plain.copy(out, 0, off, Math.min(off + len, plain.length));

@@ -36,6 +36,12 @@ export interface Resolved {
   root: RootLocation;
   ino: bigint;
   item: InodeItem;
+  /**
+   * A subvolume entry with no linked subvolume behind it (e.g. a nested
+   * subvolume seen inside a snapshot): the kernel shows an empty directory,
+   * inode 2, on a device of its own.
+   */
+  placeholder?: boolean;
 }
 
 export class Dirent {
@@ -189,7 +195,9 @@ export class Filesystem {
       items.push(item);
     }
     const last = stack[stack.length - 1]!;
-    return { path, subvol: last.subvol, root: await this.rootOf(last.subvol), ino: last.ino, item: items[items.length - 1]! };
+    const r: Resolved = { path, subvol: last.subvol, root: await this.rootOf(last.subvol), ino: last.ino, item: items[items.length - 1]! };
+    if (last.ino === EMPTY_SUBVOL_DIR_INO) r.placeholder = true;
+    return r;
   }
 
   private statOf(r: Resolved): Stats {
@@ -253,7 +261,7 @@ export class Filesystem {
         const ino = r.item.root_dirid || ROOT_DIR_INO;
         return { path, subvol: child, root: r.loc, ino, item: await readInodeItem(this.info, r.loc, ino, path) };
       }
-      return { path, subvol: dir.subvol, root: dir.root, ino: EMPTY_SUBVOL_DIR_INO, item: this.placeholderItem(dir.item) };
+      return { path, subvol: dir.subvol, root: dir.root, ino: EMPTY_SUBVOL_DIR_INO, item: this.placeholderItem(dir.item), placeholder: true };
     }
     const ino = d.location.objectid;
     return { path, subvol: dir.subvol, root: dir.root, ino, item: await readInodeItem(this.info, dir.root, ino, path) };

@@ -36,24 +36,36 @@ export function printContextOf(info: FsInfo, utc = false): PrintContext {
   return { csumType: info.csumType, csumSize: info.csumSize, nodesize: info.nodesize, sectorsize: info.sectorsize, utc };
 }
 
-/** Prints a tree depth-first, each block once (a block reached twice is a loop and is reported, not followed). */
-async function dumpTreeBlocks(info: FsInfo, root: RootLocation, out: (s: string) => void, utc: boolean): Promise<void> {
-  const ctx = printContextOf(info, utc);
+/**
+ * Prints a tree breadth-first (level by level, as btrfs-progs 6.2 does by
+ * default) or depth-first. A block reached twice is a loop or a shared
+ * block inside one tree; it is reported, not followed again.
+ */
+async function dumpTreeBlocks(info: FsInfo, root: RootLocation, out: (s: string) => void, opts: DumpTreeOptions): Promise<void> {
+  const ctx = printContextOf(info, !!opts.utc);
   const seen = new Set<bigint>();
-  const visit = async (bytenr: bigint, level: number, generation: bigint): Promise<void> => {
-    if (seen.has(bytenr)) throw new BtrfsError('EUCLEAN', `tree block ${bytenr} is referenced twice (loop)`, { tree: root.objectid, block: bytenr });
+  const queue: { bytenr: bigint; level: number; generation: bigint }[] = [{ bytenr: root.bytenr, level: root.level, generation: root.generation }];
+  while (queue.length) {
+    const { bytenr, level, generation } = opts.dfs ? queue.pop()! : queue.shift()!;
+    if (seen.has(bytenr)) {
+      out(`ERROR: tree block ${bytenr} is referenced twice in tree ${root.objectid}\n`);
+      continue;
+    }
     seen.add(bytenr);
     let block: TreeBlock;
     try {
       block = await info.reader.read({ bytenr, level, generation, owner: root.objectid });
     } catch (e) {
-      if (e instanceof BtrfsError) { out(`ERROR: ${e.message}\n`); return; }
+      if (e instanceof BtrfsError) { out(`ERROR: ${e.message}\n`); continue; }
       throw e;
     }
     out(printTreeBlock(block, ctx));
-    if (!block.isLeaf) for (const p of block.ptrs) await visit(p.blockptr, block.level - 1, p.generation);
-  };
-  await visit(root.bytenr, root.level, root.generation);
+    if (!block.isLeaf) {
+      const kids = block.ptrs.map((p) => ({ bytenr: p.blockptr, level: block.level - 1, generation: p.generation }));
+      if (opts.dfs) kids.reverse();
+      queue.push(...kids);
+    }
+  }
 }
 
 export interface DumpTreeOptions {
@@ -63,6 +75,8 @@ export interface DumpTreeOptions {
   block?: bigint;
   /** timestamps in UTC instead of local time (btrfs-progs uses local time) */
   utc?: boolean;
+  /** depth-first instead of breadth-first */
+  dfs?: boolean;
 }
 
 export async function dumpTree(info: FsInfo, out: (s: string) => void, opts: DumpTreeOptions = {}): Promise<void> {
@@ -73,19 +87,19 @@ export async function dumpTree(info: FsInfo, out: (s: string) => void, opts: Dum
   }
   if (opts.tree !== undefined) {
     const root = await info.rootOf(opts.tree);
-    await dumpTreeBlocks(info, root, out, !!opts.utc);
+    await dumpTreeBlocks(info, root, out, opts);
     return;
   }
   out('root tree\n');
-  await dumpTreeBlocks(info, info.treeRoot, out, !!opts.utc);
+  await dumpTreeBlocks(info, info.treeRoot, out, opts);
   out('chunk tree\n');
-  await dumpTreeBlocks(info, info.chunkRoot, out, !!opts.utc);
+  await dumpTreeBlocks(info, info.chunkRoot, out, opts);
   for await (const it of iterItems(info.reader, info.treeRoot, KEY_MIN, KEY_MAX)) {
     if (it.key.type !== KEY.ROOT_ITEM) continue;
     if (it.key.objectid === OBJ.ROOT_TREE || it.key.objectid === OBJ.CHUNK_TREE) continue;
     const item = decodeRootItem(it.data);
     out(`${treeTitle(it.key.objectid)} key (${objectidName(it.key.objectid, KEY.ROOT_ITEM)} ROOT_ITEM ${it.key.offset}) \n`);
-    await dumpTreeBlocks(info, { objectid: it.key.objectid, bytenr: item.bytenr, level: item.level, generation: item.generation }, out, !!opts.utc);
+    await dumpTreeBlocks(info, { objectid: it.key.objectid, bytenr: item.bytenr, level: item.level, generation: item.generation }, out, opts);
   }
   out(`total bytes ${info.sb.total_bytes}\n`);
   out(`bytes used ${info.sb.bytes_used}\n`);

@@ -40,7 +40,8 @@ export async function libraryManifest(fs: Filesystem, root = '/', opts: LibraryM
       mtime_ns: st.mtimeNs.toString(),
       ino: st.inode.toString(),
     };
-    if (parentSubvol !== null && r.subvol !== parentSubvol) e.dev_boundary = true;
+    if (parentSubvol !== null && (r.subvol !== parentSubvol || r.placeholder)) e.dev_boundary = true;
+    if (r.placeholder) e.subvol_placeholder = true;
     if (type === 'file') {
       e.size = st.size;
       if (!opts.noHash) {

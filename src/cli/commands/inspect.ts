@@ -51,7 +51,9 @@ export function register(program: Command): void {
     .argument('<image>', 'image file or block device')
     .option('-t, --tree <tree>', 'only this tree: a name (root, extent, chunk, dev, fs, csum, quota, uuid, free-space, data-reloc, block-group) or an id')
     .option('-b, --block <bytenr>', 'only the tree block at this logical address')
-    .action(async (image: string, o: { tree?: string; block?: string }) => {
+    .option('--dfs', 'depth-first order (default: breadth-first, as btrfs-progs)')
+    .option('--bfs', 'breadth-first order (the default)')
+    .action(async (image: string, o: { tree?: string; block?: string; dfs?: boolean }) => {
       const { info, close } = await openInfo(image);
       try {
         let buf = '';
@@ -60,7 +62,7 @@ export function register(program: Command): void {
         await dumpTree(info, (s) => {
           buf += s;
           if (buf.length > 1 << 16) pending.push(flush());
-        }, { tree: o.tree !== undefined ? parseTree(o.tree) : undefined, block: o.block !== undefined ? parseBigInt(o.block, 'bytenr') : undefined });
+        }, { dfs: !!o.dfs, tree: o.tree !== undefined ? parseTree(o.tree) : undefined, block: o.block !== undefined ? parseBigInt(o.block, 'bytenr') : undefined });
         await Promise.all(pending);
         await flush();
       } finally {
