@@ -48,9 +48,12 @@ async function main(): Promise<void> {
     try {
       console.log(`label: '${fs.label}', nodesize ${fs.info.nodesize}, sectorsize ${fs.info.sectorsize}, generation ${fs.info.sb.generation}`);
       console.log('\nsubvolumes:');
-      for (const s of await fs.listSubvolumes()) {
+      const subs = await fs.listSubvolumes();
+      const byUuid = new Map(subs.map((s) => [s.uuid, s.path.replace(/^\//, '')]));
+      const name = (u: string) => byUuid.get(u) ?? `${u.slice(0, 8)} (not in this image)`;
+      for (const s of subs) {
         if (s.id === 5n) continue;
-        const flags = [s.readOnly ? 'ro' : 'rw', s.parentUuid ? `snapshot of ${s.parentUuid.slice(0, 8)}` : '', s.receivedUuid ? `received ${s.receivedUuid.slice(0, 8)}` : '']
+        const flags = [s.readOnly ? 'ro' : 'rw', s.parentUuid ? `snapshot of ${name(s.parentUuid)}` : '', s.receivedUuid ? `received as ${s.receivedUuid.slice(0, 8)}` : '']
           .filter(Boolean).join(', ');
         console.log(`  ID ${String(s.id).padEnd(4)} gen ${String(s.generation).padEnd(4)} top level ${String(s.parentId).padEnd(4)} ${(s.path.replace(/^\//, '') || '/').padEnd(28)} ${flags}`);
       }
