@@ -39,7 +39,7 @@ export function register(program: Command): void {
         const mirror = Number(o.super);
         if (![0, 1, 2].includes(mirror)) throw new BtrfsError('EINVAL', `no superblock copy ${o.super}`);
         const { sb, raw } = await FsInfo.readSuperblock(dev, mirror);
-        await write(printSuperblock(sb, raw, { full: !!o.full }));
+        await write(printSuperblock(sb, raw, { full: !!o.full, device: image }));
       } finally {
         await dev.close();
       }
