@@ -129,9 +129,18 @@ export class Filesystem {
     return defaultSubvolume(this.info);
   }
 
-  /** An inode item standing in for a subvolume entry that does not lead anywhere (as the kernel's dummy dir). */
+  /**
+   * An inode item standing in for a subvolume entry that does not lead
+   * anywhere, as the kernel's dummy directory: mode 0755, owner and atime
+   * from the directory holding the entry, no birth time. Its mtime/ctime are
+   * the time the kernel first looked it up, which an image cannot tell, so the
+   * parent's are used.
+   */
   private placeholderItem(parent: InodeItem): InodeItem {
-    return { ...parent, mode: S_IFDIR | 0o755, nlink: 1, uid: 0, gid: 0, size: 0n, nbytes: 0n, rdev: 0n, flags: 0n };
+    return {
+      ...parent, mode: S_IFDIR | 0o755, nlink: 1, size: 0n, nbytes: 0n, rdev: 0n, flags: 0n,
+      otime: { sec: 0n, nsec: 0 },
+    };
   }
 
   /**

@@ -65,7 +65,9 @@ export class Stats {
     this.rdev = makedev(major, minor);
     this.size = Number(it.size);
     this.blksize = blksize;
-    this.blocks = Number(it.nbytes / 512n);
+    // The kernel rounds nbytes up to whole sectors (inline data and symlinks occupy a sector too).
+    const sector = BigInt(blksize);
+    this.blocks = Number(((it.nbytes + sector - 1n) / sector * sector) >> 9n);
     this.atimeNs = timespecNs(it.atime);
     this.mtimeNs = timespecNs(it.mtime);
     this.ctimeNs = timespecNs(it.ctime);
