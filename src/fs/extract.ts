@@ -36,7 +36,8 @@ export async function extract(fsys: Filesystem, srcPath: string, dest: string, o
   const preserveOwner = opts.preserveOwner ?? (process.getuid?.() === 0);
   const result: ExtractResult = { files: 0, dirs: 0, bytes: 0, hardlinks: 0, warnings: [] };
   const warn = (m: string) => { result.warnings.push(m); opts.onWarning?.(m); };
-  const links = new Map<string, string>();
+  // First host path of each multiply-linked inode, and when it is complete.
+  const links = new Map<string, { path: string; done: Promise<unknown> }>();
   const top = await fsys.resolve(srcPath, false);
 
   let target = dest;
@@ -68,16 +69,23 @@ export async function extract(fsys: Filesystem, srcPath: string, dest: string, o
 
   const writeFile = async (r: Resolved, p: string): Promise<void> => {
     const fh = await fsp.open(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600);
+    const writeAll = async (data: Buffer, at: number): Promise<void> => {
+      let off = 0;
+      while (off < data.length) {
+        const { bytesWritten } = await fh.write(data, off, data.length - off, at + off);
+        off += bytesWritten;
+      }
+      result.bytes += data.length;
+    };
     try {
+      // One write in flight while the next piece is read: reading and writing overlap.
+      let pending: Promise<void> | undefined;
       for await (const piece of fsys.pieces(r)) {
         if (piece.kind !== 'data') continue;
-        let off = 0;
-        while (off < piece.data.length) {
-          const { bytesWritten } = await fh.write(piece.data, off, piece.data.length - off, piece.offset + off);
-          off += bytesWritten;
-        }
-        result.bytes += piece.data.length;
+        await pending;
+        pending = writeAll(piece.data, piece.offset);
       }
+      await pending;
       await fh.truncate(r.item.size > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(r.item.size));
     } finally {
       await fh.close();
@@ -89,15 +97,27 @@ export async function extract(fsys: Filesystem, srcPath: string, dest: string, o
     const it = r.item;
     const type = it.mode & S_IFMT;
     const linkKey = `${r.subvol}:${r.ino}`;
+    let finished: (() => void) | undefined;
     if (it.nlink > 1 && type !== S_IFDIR) {
       const first = links.get(linkKey);
       if (first !== undefined) {
-        await fsp.link(first, p);
+        await first.done;
+        await fsp.link(first.path, p);
         result.hardlinks++;
         return false;
       }
-      links.set(linkKey, p);
+      links.set(linkKey, { path: p, done: new Promise<void>((res) => { finished = res; }) });
     }
+    try {
+      await createLeaf(r, p, type);
+    } finally {
+      finished?.();
+    }
+    return true;
+  };
+
+  const createLeaf = async (r: Resolved, p: string, type: number): Promise<void> => {
+    const it = r.item;
     switch (type) {
       case S_IFREG:
         await writeFile(r, p);
@@ -119,13 +139,18 @@ export async function extract(fsys: Filesystem, srcPath: string, dest: string, o
         throw new BtrfsError('EUCLEAN', `inode ${r.ino} has unknown file type mode 0${it.mode.toString(8)}`, { path: r.path, tree: r.subvol });
     }
     await applyMeta(r, p);
-    return true;
   };
 
-  // Pre-order for creation, with each directory's metadata applied once all below it is done.
+  // Directories are created in pre-order by this loop; the non-directories
+  // below them are written by up to CONCURRENCY workers at once, since
+  // extraction is mostly waiting on host I/O. Directory metadata comes last,
+  // once everything below is written.
+  const CONCURRENCY = 16;
+  const inflight = new Set<Promise<void>>();
+  let failure: unknown;
   const dirsDone: Pending[] = [];
   const stack: Pending[] = [{ r: top, dest: target }];
-  while (stack.length) {
+  while (stack.length && failure === undefined) {
     const { r, dest: p } = stack.pop()!;
     if ((r.item.mode & S_IFMT) === S_IFDIR) {
       await fsp.mkdir(p, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
@@ -136,13 +161,23 @@ export async function extract(fsys: Filesystem, srcPath: string, dest: string, o
       const ents = await fsys.direntsOf(r);
       for (let i = ents.length - 1; i >= 0; i--) {
         const e = ents[i]!;
-        stack.push({ r: await fsys.child(r, e.name), dest: nodePath.join(p, e.name) });
+        stack.push({ r: await fsys.entry(r, e), dest: nodePath.join(p, e.name) });
       }
+      opts.onProgress?.({ files: result.files, bytes: result.bytes, path: r.path });
     } else {
-      if (await makeLeaf(r, p)) result.files++;
+      while (inflight.size >= CONCURRENCY) await Promise.race(inflight);
+      const job: Promise<void> = makeLeaf(r, p).then(
+        (isNew) => {
+          if (isNew) result.files++;
+          opts.onProgress?.({ files: result.files, bytes: result.bytes, path: r.path });
+        },
+        (e) => { failure ??= e; },
+      ).finally(() => { inflight.delete(job); });
+      inflight.add(job);
     }
-    opts.onProgress?.({ files: result.files, bytes: result.bytes, path: r.path });
   }
+  await Promise.all(inflight);
+  if (failure !== undefined) throw failure;
   for (let i = dirsDone.length - 1; i >= 0; i--) await applyMeta(dirsDone[i]!.r, dirsDone[i]!.dest);
   return result;
 }

@@ -252,6 +252,16 @@ export class Filesystem {
     return out;
   }
 
+  /**
+   * Resolves an entry returned by direntsOf(dir) from the location it already
+   * carries (no second lookup of the name).
+   */
+  async entry(dir: Resolved, d: Dirent): Promise<Resolved> {
+    if (d.subvol !== dir.subvol) return this.resolveFrom(dir, d.name);
+    const path = dir.path === '/' ? `/${d.name}` : `${dir.path}/${d.name}`;
+    return { path, subvol: dir.subvol, root: dir.root, ino: d.ino, item: await readInodeItem(this.info, dir.root, d.ino, path) };
+  }
+
   /** Resolves the child `name` of a resolved directory without re-walking the path. */
   async child(dir: Resolved, name: string): Promise<Resolved> {
     return this.resolveFrom(dir, name);
