@@ -149,10 +149,19 @@ export async function extract(fsys: Filesystem, srcPath: string, dest: string, o
   const inflight = new Set<Promise<void>>();
   let failure: unknown;
   const dirsDone: Pending[] = [];
+  // Every directory has one name, so one reached twice means the image links a
+  // subvolume into itself: refuse rather than nest forever.
+  const seenDirs = new Set<string>();
   const stack: Pending[] = [{ r: top, dest: target }];
   while (stack.length && failure === undefined) {
     const { r, dest: p } = stack.pop()!;
     if ((r.item.mode & S_IFMT) === S_IFDIR) {
+      const id = `${r.subvol}:${r.ino}:${r.placeholder ? r.path : ''}`;
+      if (seenDirs.has(id)) {
+        failure = new BtrfsError('EUCLEAN', `directory ${r.ino} of subvolume ${r.subvol} is reached twice (a loop in the image)`, { path: r.path, tree: r.subvol });
+        break;
+      }
+      seenDirs.add(id);
       await fsp.mkdir(p, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
         if (e.code !== 'EEXIST') throw e;
       });

@@ -16,7 +16,8 @@ import type { InodeItem } from '../format/items/inode-item.js';
 import type { BlockDevice } from '../device/block-device.js';
 import { FileDevice } from '../device/file-device.js';
 import { FsInfo, type OpenOptions } from '../tree/fs-info.js';
-import type { RootLocation } from '../tree/search.js';
+import { lookupItem, type RootLocation } from '../tree/search.js';
+import { key } from '../format/key.js';
 import { readInodeItem, EMPTY_SUBVOL_DIR_INO } from './inode.js';
 import { lookupName, listDir, FT_NAMES } from './dir.js';
 import { FileReader, type FilePiece } from './file-read.js';
@@ -64,6 +65,10 @@ export class Dirent {
 }
 
 const MAX_SYMLINKS = 40;
+/** The kernel stores a symlink target inline, at most PATH_MAX - 1 bytes. */
+const MAX_SYMLINK_BYTES = 4095;
+/** Largest file readFile will put into one Buffer (node's own limit). */
+const MAX_BUFFER = 2 ** 31 - 1;
 
 interface PathStep { subvol: bigint; ino: bigint }
 
@@ -191,7 +196,7 @@ export class Filesystem {
       const isLast = pending.length === 0;
       if ((item.mode & S_IFMT) === S_IFLNK && (!isLast || follow)) {
         if (++links > MAX_SYMLINKS) throw new BtrfsError('ELOOP', 'too many levels of symbolic links', { path });
-        const target = (await this.files.read(await this.rootOf(next.subvol), next.ino, 0, Number(item.size), path)).toString('utf8');
+        const target = (await this.symlinkTarget(await this.rootOf(next.subvol), next.ino, item, path)).toString('utf8');
         if (target.startsWith('/')) {
           stack.length = 1; items.length = 1;
           stack[0] = { subvol: OBJ.FS_TREE, ino: ROOT_DIR_INO };
@@ -259,7 +264,25 @@ export class Filesystem {
   async entry(dir: Resolved, d: Dirent): Promise<Resolved> {
     if (d.subvol !== dir.subvol) return this.resolveFrom(dir, d.name);
     const path = dir.path === '/' ? `/${d.name}` : `${dir.path}/${d.name}`;
-    return { path, subvol: dir.subvol, root: dir.root, ino: d.ino, item: await readInodeItem(this.info, dir.root, d.ino, path) };
+    const r: Resolved = { path, subvol: dir.subvol, root: dir.root, ino: d.ino, item: await readInodeItem(this.info, dir.root, d.ino, path) };
+    await this.checkDirParent(dir, r);
+    return r;
+  }
+
+  /**
+   * A directory has exactly one name, and its INODE_REF names its parent.
+   * An entry that leads to a directory whose INODE_REF points elsewhere is an
+   * alias (the kernel refuses it: "detected aliased directory"); following it
+   * could loop forever, e.g. an entry pointing back at an ancestor.
+   */
+  private async checkDirParent(parent: Resolved, child: Resolved): Promise<void> {
+    if ((child.item.mode & S_IFMT) !== S_IFDIR || child.ino === ROOT_DIR_INO || child.subvol !== parent.subvol) return;
+    const ref = await lookupItem(this.info.reader, child.root, key(child.ino, KEY.INODE_REF, parent.ino));
+    if (!ref) {
+      throw new BtrfsError('EUCLEAN', `directory ${child.ino} is linked from directory ${parent.ino}, but has no INODE_REF to it (aliased directory)`, {
+        path: child.path, tree: child.subvol, key: key(child.ino, KEY.INODE_REF, parent.ino),
+      });
+    }
   }
 
   /** Resolves the child `name` of a resolved directory without re-walking the path. */
@@ -283,13 +306,30 @@ export class Filesystem {
       return { path, subvol: dir.subvol, root: dir.root, ino: EMPTY_SUBVOL_DIR_INO, item: this.placeholderItem(dir.item), placeholder: true };
     }
     const ino = d.location.objectid;
-    return { path, subvol: dir.subvol, root: dir.root, ino, item: await readInodeItem(this.info, dir.root, ino, path) };
+    const r: Resolved = { path, subvol: dir.subvol, root: dir.root, ino, item: await readInodeItem(this.info, dir.root, ino, path) };
+    await this.checkDirParent(dir, r);
+    return r;
+  }
+
+  private async symlinkTarget(root: RootLocation, ino: bigint, item: InodeItem, path: string): Promise<Buffer> {
+    if (item.size > BigInt(MAX_SYMLINK_BYTES)) {
+      throw new BtrfsError('EUCLEAN', `symlink inode ${ino} has size ${item.size}, more than a target can be`, { path, tree: root.objectid });
+    }
+    return this.files.read(root, ino, 0, Number(item.size), path);
   }
 
   async readlink(path: string): Promise<string> {
     const r = await this.resolve(path, false);
     if ((r.item.mode & S_IFMT) !== S_IFLNK) throw new BtrfsError('EINVAL', 'not a symbolic link', { path, syscall: 'readlink' });
-    return (await this.files.read(r.root, r.ino, 0, Number(r.item.size), path)).toString('utf8');
+    return (await this.symlinkTarget(r.root, r.ino, r.item, path)).toString('utf8');
+  }
+
+  /** i_size as a JS number; EFBIG past 2^53 (no host file or buffer can hold that). */
+  private sizeOf(r: Resolved): number {
+    if (r.item.size > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new BtrfsError('EFBIG', `file size ${r.item.size} is beyond what can be read`, { path: r.path });
+    }
+    return Number(r.item.size);
   }
 
   private regular(r: Resolved, syscall: string): void {
@@ -302,7 +342,11 @@ export class Filesystem {
   async readFile(path: string, opts?: BufferEncoding | { encoding?: BufferEncoding | null }): Promise<Buffer | string> {
     const r = await this.resolve(path, true);
     this.regular(r, 'open');
-    const data = await this.files.read(r.root, r.ino, 0, Number(r.item.size), path);
+    const size = this.sizeOf(r);
+    if (size > MAX_BUFFER) {
+      throw new BtrfsError('EFBIG', `file is ${size} bytes, too large for one buffer: use createReadStream() or read()`, { path, syscall: 'read' });
+    }
+    const data = await this.files.read(r.root, r.ino, 0, size, path);
     const enc = typeof opts === 'string' ? opts : opts?.encoding;
     return enc ? data.toString(enc) : data;
   }
@@ -314,13 +358,17 @@ export class Filesystem {
     if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0) {
       throw new BtrfsError('EINVAL', `bad range ${position}+${length}`, { path, syscall: 'read' });
     }
-    const size = Number(r.item.size);
-    return this.files.read(r.root, r.ino, Math.min(position, size), Math.min(position + length, size), path);
+    const size = this.sizeOf(r);
+    const start = Math.min(position, size);
+    const end = Math.min(position + length, size);
+    if (end - start > MAX_BUFFER) throw new BtrfsError('EFBIG', `read of ${end - start} bytes is too large for one buffer`, { path, syscall: 'read' });
+    return this.files.read(r.root, r.ino, start, end, path);
   }
 
   /** Data and hole pieces of a resolved regular file, in order, for streaming and sparse extraction. */
-  pieces(r: Resolved, start = 0, end = Number(r.item.size)): AsyncGenerator<FilePiece> {
-    return this.files.pieces(r.root, r.ino, start, Math.min(end, Number(r.item.size)), r.path);
+  pieces(r: Resolved, start = 0, end?: number): AsyncGenerator<FilePiece> {
+    const size = this.sizeOf(r);
+    return this.files.pieces(r.root, r.ino, start, Math.min(end ?? size, size), r.path);
   }
 
   /** A readable stream of a file's bytes ([start, end] inclusive, like fs.createReadStream). */

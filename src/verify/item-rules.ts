@@ -16,10 +16,37 @@ const FILE_EXTENT_REG_SIZE = 53;
 const ROOT_ITEM_V1_SIZE = 239;
 const ROOT_ITEM_SIZE = 439;
 
+const S_IFMT = 0o170000;
+const VALID_TYPES = new Set([0o100000, 0o040000, 0o120000, 0o020000, 0o060000, 0o010000, 0o140000]);
+const I64_MAX = (1n << 63n) - 1n;
+
+/** The kernel tree-checker's check_inode_item rules that readers depend on. */
+function checkInodeItem(k: Key, data: Buffer): string | undefined {
+  if (data.length !== INODE_ITEM_SIZE) return `invalid inode item size, have ${data.length} expect ${INODE_ITEM_SIZE}`;
+  const mode = data.readUInt32LE(52);
+  if ((mode & ~(S_IFMT | 0o7777)) !== 0) return `invalid inode mode, have 0${mode.toString(8)} (unknown bits set)`;
+  if (!VALID_TYPES.has(mode & S_IFMT)) return `invalid inode mode, have 0${mode.toString(8)} (no valid file type)`;
+  const nlink = data.readUInt32LE(40);
+  if ((mode & S_IFMT) === 0o040000 && nlink > 1) return `invalid nlink: has ${nlink} expect no more than 1 for dir`;
+  // i_size and nbytes are loff_t in the kernel: anything past 2^63-1 is negative there.
+  if (data.readBigUInt64LE(16) > I64_MAX) return `invalid inode size ${data.readBigUInt64LE(16)}`;
+  if (data.readBigUInt64LE(24) > I64_MAX) return `invalid inode nbytes ${data.readBigUInt64LE(24)}`;
+  void k;
+  return undefined;
+}
+
 function checkDirItems(data: Buffer, type: number): string | undefined {
   let off = 0;
   while (off < data.length) {
     if (data.length - off < DIR_ITEM_HEAD) return `dir item too short, have ${data.length - off} expect >= ${DIR_ITEM_HEAD}`;
+    const locType = data[off + 8]!;
+    if (type === KEY.XATTR_ITEM) {
+      if (locType !== 0) return `invalid location key type for xattr item, have ${locType} expect 0`;
+    } else if (locType !== KEY.INODE_ITEM && locType !== KEY.ROOT_ITEM) {
+      return `invalid location key type, have ${locType} expect ${KEY.INODE_ITEM} or ${KEY.ROOT_ITEM}`;
+    } else if (locType === KEY.ROOT_ITEM && data[off + 29] !== 2) {
+      return `invalid dir item type for a subvolume entry, have ${data[off + 29]} expect 2`;
+    }
     const dataLen = data.readUInt16LE(off + 25);
     const nameLen = data.readUInt16LE(off + 27);
     const ftype = data[off + 29]!;
@@ -94,8 +121,7 @@ const FIXED_MIN: Record<number, number> = {
 export function checkItem(k: Key, data: Buffer, ctx: ItemContext): string | undefined {
   switch (k.type) {
     case KEY.INODE_ITEM:
-      if (data.length !== INODE_ITEM_SIZE) return `invalid inode item size, have ${data.length} expect ${INODE_ITEM_SIZE}`;
-      return undefined;
+      return checkInodeItem(k, data);
     case KEY.INODE_REF: return checkInodeRefs(data);
     case KEY.INODE_EXTREF: return checkInodeExtrefs(data);
     case KEY.DIR_ITEM:

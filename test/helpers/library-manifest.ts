@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Filesystem, Resolved } from '../../src/fs/filesystem.js';
+import { BtrfsError } from '../../src/util/errors.js';
 import type { Manifest, ManifestEntry, EntryType } from './manifest.js';
 
 const TYPES: Record<number, EntryType> = {
@@ -23,10 +24,11 @@ export async function libraryManifest(fs: Filesystem, root = '/', opts: LibraryM
   const inodes = new Map<string, string[]>();
   const rel = (p: string) => (root === '/' ? p : p.slice(root.length) || '/');
 
+  const seenDirs = new Set<string>();
   const visit = async (r: Resolved, parentSubvol: bigint | null): Promise<void> => {
     const st = fs.stats(r);
     const type = TYPES[st.mode & 0o170000];
-    if (!type) throw new Error(`${r.path}: unknown mode 0${st.mode.toString(8)}`);
+    if (!type) throw new BtrfsError('EUCLEAN', `unknown mode 0${st.mode.toString(8)}`, { path: r.path });
     const key = rel(r.path);
     const xattrs: Record<string, string> = {};
     if (!opts.noXattrs) for (const x of await fs.xattrs(r)) xattrs[x.name] = x.value.toString('base64');
@@ -69,9 +71,12 @@ export async function libraryManifest(fs: Filesystem, root = '/', opts: LibraryM
       else inodes.set(id, [key]);
     }
     if (type === 'dir') {
+      const id = `${r.subvol}:${r.ino}:${r.placeholder ? r.path : ''}`;
+      if (seenDirs.has(id)) throw new BtrfsError('EUCLEAN', 'directory reached twice (a loop in the image)', { path: r.path, tree: r.subvol });
+      seenDirs.add(id);
       const ents = await fs.direntsOf(r);
       ents.sort((a, b) => cmp(a.name, b.name));
-      for (const d of ents) await visit(await fs.child(r, d.name), r.subvol);
+      for (const d of ents) await visit(await fs.entry(r, d), r.subvol);
     }
   };
   await visit(await fs.resolve(root, false), null);
