@@ -3,6 +3,10 @@ import { Filesystem, BtrfsError } from '../index.js';
 
 export async function withImage<T>(image: string, fn: (fs: Filesystem) => Promise<T>): Promise<T> {
   const fs = await Filesystem.open(image, { readOnly: true });
+  if (fs.info.logRoot) {
+    process.stderr.write('tsbtrfs: warning: the image has an unreplayed log tree (changes fsynced after its last commit); ' +
+      'showing the last committed state, which is not what a kernel mount (which replays the log) would show\n');
+  }
   try {
     return await fn(fs);
   } finally {

@@ -94,13 +94,23 @@ export async function dumpTree(info: FsInfo, out: (s: string) => void, opts: Dum
   await dumpTreeBlocks(info, info.treeRoot, out, opts);
   out('chunk tree\n');
   await dumpTreeBlocks(info, info.chunkRoot, out, opts);
-  for await (const it of iterItems(info.reader, info.treeRoot, KEY_MIN, KEY_MAX)) {
-    if (it.key.type !== KEY.ROOT_ITEM) continue;
-    if (it.key.objectid === OBJ.ROOT_TREE || it.key.objectid === OBJ.CHUNK_TREE) continue;
-    const item = decodeRootItem(it.data);
-    out(`${treeTitle(it.key.objectid)} key (${objectidName(it.key.objectid, KEY.ROOT_ITEM)} ROOT_ITEM ${it.key.offset}) \n`);
-    await dumpTreeBlocks(info, { objectid: it.key.objectid, bytenr: item.bytenr, level: item.level, generation: item.generation }, out, opts);
+  const logRoot = info.logRoot;
+  if (logRoot) {
+    out('log root tree\n');
+    await dumpTreeBlocks(info, logRoot, out, opts);
   }
+  const dumpRoots = async (root: RootLocation, title: (objectid: bigint) => string): Promise<void> => {
+    for await (const it of iterItems(info.reader, root, KEY_MIN, KEY_MAX)) {
+      if (it.key.type !== KEY.ROOT_ITEM) continue;
+      if (it.key.objectid === OBJ.ROOT_TREE || it.key.objectid === OBJ.CHUNK_TREE) continue;
+      const item = decodeRootItem(it.data);
+      out(`${title(it.key.objectid)} key (${objectidName(it.key.objectid, KEY.ROOT_ITEM)} ROOT_ITEM ${it.key.offset}) \n`);
+      await dumpTreeBlocks(info, { objectid: it.key.objectid, bytenr: item.bytenr, level: item.level, generation: item.generation }, out, opts);
+    }
+  };
+  await dumpRoots(info.treeRoot, treeTitle);
+  // The log root tree holds one ROOT_ITEM per subvolume with fsynced changes.
+  if (logRoot) await dumpRoots(logRoot, () => 'log tree');
   out(`total bytes ${info.sb.total_bytes}\n`);
   out(`bytes used ${info.sb.bytes_used}\n`);
   const h = info.sb.fsid.toString('hex');

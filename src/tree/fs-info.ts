@@ -117,6 +117,17 @@ export class FsInfo {
     }
   }
 
+  /**
+   * The log root tree, when the image was last written by fsync after its
+   * last commit (a crash or power cut before the next commit). The kernel
+   * replays it on mount; tsbtrfs does not replay, so it shows the last
+   * committed state and callers should say so.
+   */
+  get logRoot(): RootLocation | undefined {
+    if (this.sb.log_root === 0n) return undefined;
+    return { objectid: OBJ.TREE_LOG, bytenr: this.sb.log_root, level: this.sb.log_root_level, generation: this.sb.generation + 1n };
+  }
+
   /** Where tree `objectid`'s root block is; ENOENT if there is no such tree. */
   async rootOf(objectid: bigint): Promise<RootLocation> {
     if (objectid === OBJ.ROOT_TREE) return this.treeRoot;
