@@ -18,6 +18,7 @@
  */
 import { BtrfsError, type ErrnoCode } from '../util/errors.js';
 import { type BlockDevice, checkArgs, closedError } from './block-device.js';
+import { mulberry32 } from '../util/random.js';
 
 export type FaultOp = 'read' | 'write' | 'flush';
 
@@ -76,17 +77,7 @@ interface ArmedFault {
   base: number;
 }
 
-/** mulberry32: small, fast, and good enough to pick tear points reproducibly */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 export class FaultyDevice implements BlockDevice {
   readonly inner: BlockDevice;

@@ -1,18 +1,8 @@
 import { expect } from 'chai';
 import { FaultyDevice, MemoryDevice } from '../../src/device/index.js';
 import { BtrfsError } from '../../src/util/errors.js';
+import { rejects } from '../helpers/expect-error.js';
 
-async function rejects(p: Promise<unknown>, code: string, text?: string): Promise<BtrfsError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(BtrfsError);
-    expect((e as BtrfsError).code).to.equal(code);
-    if (text) expect((e as BtrfsError).message).to.contain(text);
-    return e as BtrfsError;
-  }
-  throw new Error(`expected ${code}`);
-}
 
 /** Deterministic pseudo-random bytes so failures reproduce. */
 function pattern(len: number, seed: number): Buffer {

@@ -6,18 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { FileDevice, readLockHolder } from '../../src/device/index.js';
 import { BtrfsError } from '../../src/util/errors.js';
+import { rejects } from '../helpers/expect-error.js';
 
-async function rejects(p: Promise<unknown>, code: string, text?: string): Promise<BtrfsError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(BtrfsError);
-    expect((e as BtrfsError).code).to.equal(code);
-    if (text) expect((e as BtrfsError).message).to.contain(text);
-    return e as BtrfsError;
-  }
-  throw new Error(`expected ${code}`);
-}
 
 const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
 

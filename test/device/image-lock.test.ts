@@ -5,20 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { acquireImageLock, FileDevice, lockPathFor, readLockHolder } from '../../src/device/index.js';
 import { BtrfsError } from '../../src/util/errors.js';
+import { rejects } from '../helpers/expect-error.js';
 
 const DEVICE_MODULE = new URL('../../src/device/index.js', import.meta.url).href;
 
-async function rejects(p: Promise<unknown>, code: string, text?: string): Promise<BtrfsError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(BtrfsError);
-    expect((e as BtrfsError).code).to.equal(code);
-    if (text) expect((e as BtrfsError).message).to.contain(text);
-    return e as BtrfsError;
-  }
-  throw new Error(`expected ${code}`);
-}
 
 /** Runs `body` as an ES module in a fresh node, with FileDevice and IMG in scope. */
 function child(img: string, body: string): ChildProcess {

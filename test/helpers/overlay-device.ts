@@ -22,6 +22,7 @@ import { decodeRootItem } from '../../src/format/items/root-item.js';
 import type { TreeBlock } from '../../src/format/tree-block.js';
 import type { FsInfo } from '../../src/tree/fs-info.js';
 import { iterItems, walkBlocks, type RootLocation } from '../../src/tree/search.js';
+import { mulberry32 } from '../../src/util/random.js';
 
 interface Patch { offset: number; bytes: Buffer }
 
@@ -192,17 +193,7 @@ export async function listTreeBlocks(info: FsInfo): Promise<TreeBlockRef[]> {
   return out;
 }
 
-/** mulberry32: a small seeded generator, floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 /** The seed of a randomized test: TSBTRFS_SEED if set, else a fresh one (print it). */
 export function testSeed(): number {

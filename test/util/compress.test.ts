@@ -10,6 +10,7 @@ import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { decompressExtent, zlibDecompress, lzoDecompress, zstdDecompress, lzo1xDecompress, LzoError } from '../../src/util/compress/index.js';
 import { BtrfsError } from '../../src/util/errors.js';
+import { mulberry32 } from '../../src/util/random.js';
 
 const DATA = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'data', 'compress');
 
@@ -53,17 +54,7 @@ function decodesOrEIO(type: number, data: Uint8Array, outLen: number, opts?: { i
   }
 }
 
-/** Small deterministic PRNG (mulberry32) so failures can be replayed from the printed seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function lzoFrame(segments: Uint8Array[], sectorsize = 4096): Buffer {
   const parts: number[] = [0, 0, 0, 0];
