@@ -152,7 +152,7 @@ export class Filesystem {
    * Resolves `path` (absolute from this view's base subvolume; relative paths
    * are taken from it too) following symlinks in the middle, and in the last
    * component when `follow` is set. Symlink targets that are absolute resolve
-   * from the top-level subvolume, since the image has no other root.
+   * from this view's base subvolume, as they would in a mount of it.
    */
   async resolve(path: string, follow = false): Promise<Resolved> {
     if (typeof path !== 'string') throw new BtrfsError('EINVAL', 'path must be a string');
@@ -198,9 +198,8 @@ export class Filesystem {
         if (++links > MAX_SYMLINKS) throw new BtrfsError('ELOOP', 'too many levels of symbolic links', { path });
         const target = (await this.symlinkTarget(await this.rootOf(next.subvol), next.ino, item, path)).toString('utf8');
         if (target.startsWith('/')) {
+          // The view's base is the root directory a mount of it would have.
           stack.length = 1; items.length = 1;
-          stack[0] = { subvol: OBJ.FS_TREE, ino: ROOT_DIR_INO };
-          items[0] = await readInodeItem(this.info, await this.rootOf(OBJ.FS_TREE), ROOT_DIR_INO, path);
         }
         pending.unshift(...target.split('/').filter((c) => c !== '' && c !== '.'));
         continue;

@@ -101,3 +101,61 @@ describe('native fixtures: get / DEST reproduces the kernel view (extracting ont
     });
   }
 });
+
+describe('paths: symlinks, .., subvolume views', () => {
+  it('resolves .. across subvolume boundaries, follows symlinks in the middle of paths, and absolute targets from the view base', async () => {
+    const name = 'subvols-snapshots-default-received';
+    const fx = await fixtureManifest(name);
+    const fs = await Filesystem.open(await fixturePath(name));
+    try {
+      const nestedPath = '/' + fx.subvolumes.find((s) => s.path === 'sv1/nested')!.path;
+      expect((await fs.lstat(nestedPath)).isSubvolume()).to.equal(true);
+      expect((await fs.lstat(`${nestedPath}/..`)).subvolume).to.equal(256n);
+      expect(await fs.readdir(`${nestedPath}/../..`)).to.deep.equal(await fs.readdir('/'));
+      const sv = await fs.at(256n);
+      expect(await sv.readdir('/')).to.deep.equal(await fs.readdir('/sv1'));
+      expect((await sv.lstat('/nested')).subvolume).to.equal(257n);
+      await fs.at(99999n).then(() => expect.fail('expected ENOENT'), (e) => expect(e.code).to.equal('ENOENT'));
+      for (const bad of ['/nope', '/sv1/nope/x']) {
+        await fs.lstat(bad).then(() => expect.fail(bad), (e) => expect(e.code).to.equal('ENOENT'));
+      }
+      const file = Object.entries(fx.tree).find(([, e]) => e.type === 'file')![0];
+      await fs.lstat(`${file}/x`).then(() => expect.fail('ENOTDIR'), (e) => expect(e.code).to.equal('ENOTDIR'));
+      await fs.readdir(file).then(() => expect.fail('ENOTDIR'), (e) => expect(e.code).to.equal('ENOTDIR'));
+    } finally {
+      await fs.close();
+    }
+  });
+
+  it('symlinks: followed by stat/readFile/readdir, not by lstat; dangling targets are ENOENT', async () => {
+    const name = 'filetypes-links-modes-times';
+    const fx = await fixtureManifest(name);
+    const fs = await Filesystem.open(await fixturePath(name));
+    try {
+      let checked = 0;
+      for (const [p, e] of Object.entries(fx.tree)) {
+        if (e.type !== 'symlink') continue;
+        expect((await fs.lstat(p)).isSymbolicLink()).to.equal(true);
+        expect(await fs.readlink(p)).to.equal(e.target);
+        const dir = p.slice(0, p.lastIndexOf('/')) || '/';
+        const targetPath = e.target!.startsWith('/') ? e.target! : `${dir === '/' ? '' : dir}/${e.target}`;
+        const target = fx.tree[targetPath.replace(/\/+/g, '/')];
+        if (target?.type === 'file') {
+          expect((await fs.readFile(p) as Buffer).length).to.equal(target.size);
+          checked++;
+        }
+        if (target?.type === 'dir') {
+          expect(await fs.readdir(p)).to.be.an('array');
+          checked++;
+        }
+      }
+      expect(checked, 'symlinks to files or dirs in the fixture').to.be.greaterThan(0);
+      await fs.stat('/symlink-dangling-absolute').then(() => expect.fail('ENOENT'), (e) => expect(e.code).to.equal('ENOENT'));
+      expect((await fs.lstat('/symlink-dangling-absolute')).isSymbolicLink()).to.equal(true);
+      const inDir = (await fs.readdir('/dir'))[0];
+      if (inDir) expect((await fs.lstat(`/symlink-to-dir/${inDir}`)).ino).to.equal((await fs.lstat(`/dir/${inDir}`)).ino);
+    } finally {
+      await fs.close();
+    }
+  });
+});
