@@ -159,3 +159,22 @@ describe('paths: symlinks, .., subvolume views', () => {
     }
   });
 });
+
+describe('get keeps holes as holes', () => {
+  it('a file that is one 1 MiB hole and one with data only at its end extract sparse', async () => {
+    const fs = await Filesystem.open(await fixturePath('holes-prealloc'));
+    const dest = await fsp.mkdtemp(path.join(os.tmpdir(), 'tsbtrfs-sparse-'));
+    try {
+      await extract(fs, '/holes', dest, { preserveOwner: false });
+      const only = await fsp.stat(path.join(dest, 'holes', 'hole-only-1M'));
+      expect(only.size).to.equal(1048576);
+      expect(only.blocks * 512).to.be.lessThan(64 * 1024);
+      const end = await fsp.stat(path.join(dest, 'holes', 'data-at-end'));
+      expect(end.size).to.equal(1048576);
+      expect(end.blocks * 512).to.be.lessThan(end.size / 2);
+    } finally {
+      await fs.close();
+      await fsp.rm(dest, { recursive: true, force: true });
+    }
+  });
+});
