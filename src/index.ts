@@ -18,3 +18,9 @@ export { dumpTree, type DumpTreeOptions } from './inspect/dump-tree.js';
 export { printSuperblock } from './inspect/print-super.js';
 export { OBJ, KEY, ROOT_FLAG } from './format/constants.js';
 export { nativeHostAvailable } from './util/host.js';
+
+// --- check (read-only fsck) ---------------------------------------------------
+export {
+  checkImage, formatFinding, reportToJson,
+  type CheckOptions, type CheckReport, type Finding, type Severity, type CheckStats,
+} from './check/index.js';

@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { register as registerInspect } from './commands/inspect.js';
 import { register as registerFiles } from './commands/files.js';
+import { register as registerCheck } from './commands/check.js';
 import { fail } from './util.js';
 
 const require = createRequire(import.meta.url);
@@ -17,12 +18,13 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name('tsbtrfs')
-    .description('Read btrfs filesystem images offline: inspect trees, list subvolumes, read and extract files.\nPaths in the image are absolute from the top-level subvolume.')
+    .description('Read btrfs filesystem images offline: inspect trees, list subvolumes, read and extract files, check consistency.\nPaths in the image are absolute from the top-level subvolume.')
     .version(pkg.version)
     .showHelpAfterError()
     .exitOverride();
   registerInspect(program);
   registerFiles(program);
+  registerCheck(program);
   return program;
 }
 

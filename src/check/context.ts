@@ -1,0 +1,68 @@
+/**
+ * What the passes of a check share: the opened filesystem, the reporter, and
+ * the facts one pass gathers for the next (the roots, the extent tree as
+ * recorded, the references actually found by walking every tree).
+ */
+import type { FsInfo } from '../tree/fs-info.js';
+import type { RootItem } from '../format/items/root-item.js';
+import type { Key } from '../format/key.js';
+import type { Reporter } from './report.js';
+
+export interface RootRecord {
+  objectid: bigint;
+  /** the ROOT_ITEM key offset (transid for snapshots, source root for reloc trees) */
+  offset: bigint;
+  item: RootItem;
+  /** the drop of a deleted subvolume has started: part of its tree is already freed */
+  partiallyDropped: boolean;
+}
+
+/** One backref as the extent tree records it (inline or keyed). */
+export type RecordedRef =
+  | { kind: 'tree'; root: bigint }
+  | { kind: 'shared-block'; parent: bigint }
+  | { kind: 'data'; root: bigint; objectid: bigint; offset: bigint; count: number }
+  | { kind: 'shared-data'; parent: bigint; count: number };
+
+export interface ExtentRecord {
+  bytenr: bigint;
+  /** bytes on disk: key offset of EXTENT_ITEM, nodesize for METADATA_ITEM */
+  numBytes: bigint;
+  refs: bigint;
+  generation: bigint;
+  flags: bigint;
+  metadata: boolean;
+  /** level from METADATA_ITEM key offset or tree_block_info */
+  level?: number;
+  recorded: RecordedRef[];
+  key: Key;
+  block: bigint;
+}
+
+export interface BlockGroupRecord { start: bigint; length: bigint; used: bigint; flags: bigint; key: Key }
+
+/** References found by walking trees, keyed the way backrefs are. */
+export interface FoundRefs {
+  /** tree blocks: bytenr -> list of refs and the block's level */
+  blocks: Map<bigint, { level: number; refs: RecordedRef[]; tree: bigint }>;
+  /** data extents: disk_bytenr -> refs and the disk_num_bytes each file extent claimed */
+  data: Map<bigint, { numBytes: Set<bigint>; refs: RecordedRef[]; where: { tree: bigint; inode: bigint; key: Key } }>;
+}
+
+export interface CheckContext {
+  info: FsInfo;
+  report: Reporter;
+  roots: RootRecord[];
+  extents: Map<bigint, ExtentRecord>;
+  blockGroups: BlockGroupRecord[];
+  found: FoundRefs;
+  /** the extent tree could be read completely: reference counts can be compared */
+  extentTreeOk: boolean;
+  /** every tree could be walked completely: missing references mean something */
+  treesOk: boolean;
+  /** roots whose trees were not (fully) walked; references from them cannot be verified */
+  unverifiableRoots: Set<bigint>;
+  /** every tree block reached, so SHARED_* parents can be told from garbage */
+  reachedBlocks: Set<bigint>;
+  onProgress?: (phase: string) => void;
+}

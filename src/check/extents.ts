@@ -1,0 +1,280 @@
+/**
+ * The extent tree against reality. Loading it checks each record on its own
+ * (alignment, generation, level, refs = the sum of its backrefs, no overlap,
+ * no keyed backref without its extent item); comparing it with the
+ * references the tree walk found checks that every tree block and data
+ * extent in use has an extent item whose backrefs are exactly its users, and
+ * that nothing is recorded that nobody uses. Block group used bytes and the
+ * superblock's bytes_used are sums of these records.
+ */
+import { BLOCK_GROUP, EXTENT_FLAG, FEATURE_INCOMPAT, KEY, MAX_LEVEL, OBJ } from '../format/constants.js';
+import { decodeExtentItem } from '../format/items/extent-item.js';
+import { decodeExtentDataRef, decodeSharedDataRef } from '../format/items/extent-ref.js';
+import { decodeBlockGroupItem } from '../format/items/block-group-item.js';
+import { iterItems, type RootLocation } from '../tree/search.js';
+import type { BlockGroupRecord, CheckContext, ExtentRecord, RecordedRef } from './context.js';
+
+export function rootLocation(ctx: CheckContext, objectid: bigint): RootLocation | undefined {
+  const r = ctx.roots.find((x) => x.objectid === objectid);
+  return r && { objectid, bytenr: r.item.bytenr, level: r.item.level, generation: r.item.generation };
+}
+
+function refKey(r: RecordedRef): string {
+  switch (r.kind) {
+    case 'tree': return `tree block backref root ${r.root}`;
+    case 'shared-block': return `shared block backref parent ${r.parent}`;
+    case 'data': return `data backref root ${r.root} owner ${r.objectid} offset ${r.offset}`;
+    case 'shared-data': return `shared data backref parent ${r.parent}`;
+  }
+}
+
+const refCount = (r: RecordedRef): number => (r.kind === 'data' || r.kind === 'shared-data' ? r.count : 1);
+
+function tally(refs: RecordedRef[]): Map<string, { n: number; ref: RecordedRef }> {
+  const m = new Map<string, { n: number; ref: RecordedRef }>();
+  for (const r of refs) {
+    const k = refKey(r);
+    const e = m.get(k);
+    if (e) e.n += refCount(r); else m.set(k, { n: refCount(r), ref: r });
+  }
+  return m;
+}
+
+export async function loadExtentTree(ctx: CheckContext): Promise<void> {
+  const { info, report } = ctx;
+  const loc = rootLocation(ctx, OBJ.EXTENT_TREE);
+  if (!loc) {
+    report.error('no-extent-tree', 'could not setup extent tree: no root item for the extent tree', { tree: OBJ.ROOT_TREE });
+    ctx.extentTreeOk = false;
+    return;
+  }
+  const sectorsize = BigInt(info.sectorsize);
+  const superGen = info.sb.generation;
+  let cur: ExtentRecord | undefined;
+  let prevEnd = 0n;
+  const where = (it: { key: ExtentRecord['key']; block: { bytenr: bigint } }) => ({ tree: OBJ.EXTENT_TREE, block: it.block.bytenr, key: it.key });
+  const attach = (it: { key: ExtentRecord['key']; block: { bytenr: bigint } }, ref: RecordedRef): void => {
+    if (!cur || cur.bytenr !== it.key.objectid) {
+      report.error('orphan-backref', `backref ${refKey(ref)} for [${it.key.objectid}] has no extent item`, where(it));
+      return;
+    }
+    cur.recorded.push(ref);
+  };
+  try {
+    for await (const it of iterItems(info.reader, loc)) {
+      const k = it.key;
+      try {
+        switch (k.type) {
+          case KEY.EXTENT_ITEM:
+          case KEY.METADATA_ITEM: {
+            const skinny = k.type === KEY.METADATA_ITEM;
+            if (k.objectid % sectorsize !== 0n) {
+              report.error('unaligned-extent', `ignoring invalid extent, bytenr ${k.objectid} is not aligned to ${sectorsize}`, where(it));
+              cur = undefined;
+              break;
+            }
+            let e;
+            try {
+              e = decodeExtentItem(it.data, { skinny });
+            } catch {
+              report.error('corrupt-extent', `corrupt extent record: key [${k.objectid},${k.type},${k.offset}]`, where(it));
+              cur = undefined;
+              break;
+            }
+            const metadata = (e.flags & EXTENT_FLAG.TREE_BLOCK) !== 0n;
+            const numBytes = skinny ? BigInt(info.nodesize) : k.offset;
+            const level = skinny ? Number(k.offset) : e.treeBlockInfo?.level;
+            const rec: ExtentRecord = {
+              bytenr: k.objectid, numBytes, refs: e.refs, generation: e.generation, flags: e.flags, metadata, level,
+              recorded: [], key: k, block: it.block.bytenr,
+            };
+            report.stats.extentItems++;
+            if (skinny && k.offset >= BigInt(MAX_LEVEL)) {
+              report.error('bad-backref-level', `tree block ${k.objectid} has bad backref level, has ${k.offset} expect [0, ${MAX_LEVEL - 1}]`, where(it));
+            }
+            if (e.generation === 0n || e.generation > superGen) {
+              report.error('bad-extent-generation', `invalid generation for extent ${k.objectid}, have ${e.generation} expect (0, ${superGen}]`, where(it));
+            }
+            if (numBytes === 0n || numBytes % sectorsize !== 0n) {
+              report.error('bad-extent-length', `extent [${k.objectid} ${numBytes}] has a length not aligned to ${sectorsize}`, where(it));
+            }
+            if (k.objectid < prevEnd) {
+              report.error('extent-overlap', `extent [${k.objectid} ${numBytes}] overlaps the previous extent ending at ${prevEnd}`, where(it));
+            }
+            prevEnd = k.objectid + numBytes;
+            if (ctx.extents.has(k.objectid)) {
+              report.error('extent-duplicate', `extent ${k.objectid} has more than one extent item`, where(it));
+            }
+            ctx.extents.set(k.objectid, rec);
+            cur = rec;
+            for (const r of e.inlineRefs) {
+              switch (r.type) {
+                case KEY.TREE_BLOCK_REF: rec.recorded.push({ kind: 'tree', root: r.root }); break;
+                case KEY.SHARED_BLOCK_REF: rec.recorded.push({ kind: 'shared-block', parent: r.parent }); break;
+                case KEY.EXTENT_DATA_REF: rec.recorded.push({ kind: 'data', root: r.root, objectid: r.objectid, offset: r.offset, count: r.count }); break;
+                case KEY.SHARED_DATA_REF: rec.recorded.push({ kind: 'shared-data', parent: r.parent, count: r.count }); break;
+                default: break;
+              }
+            }
+            break;
+          }
+          case KEY.TREE_BLOCK_REF: attach(it, { kind: 'tree', root: k.offset }); break;
+          case KEY.SHARED_BLOCK_REF: attach(it, { kind: 'shared-block', parent: k.offset }); break;
+          case KEY.EXTENT_DATA_REF: {
+            const r = decodeExtentDataRef(it.data);
+            attach(it, { kind: 'data', root: r.root, objectid: r.objectid, offset: r.offset, count: r.count });
+            break;
+          }
+          case KEY.SHARED_DATA_REF: attach(it, { kind: 'shared-data', parent: k.offset, count: decodeSharedDataRef(it.data).count }); break;
+          case KEY.BLOCK_GROUP_ITEM: {
+            const bg = decodeBlockGroupItem(it.data);
+            ctx.blockGroups.push({ start: k.objectid, length: k.offset, used: bg.used, flags: bg.flags, key: k });
+            break;
+          }
+          default: break;
+        }
+      } catch (e) {
+        report.fromError(e, 'corrupt-extent', where(it));
+      }
+    }
+  } catch (e) {
+    ctx.extentTreeOk = false;
+    report.fromError(e, 'extent-tree-unreadable', { tree: OBJ.EXTENT_TREE });
+  }
+  const bgTree = rootLocation(ctx, OBJ.BLOCK_GROUP_TREE);
+  if (bgTree) {
+    try {
+      for await (const it of iterItems(info.reader, bgTree)) {
+        if (it.key.type !== KEY.BLOCK_GROUP_ITEM) continue;
+        const bg = decodeBlockGroupItem(it.data);
+        ctx.blockGroups.push({ start: it.key.objectid, length: it.key.offset, used: bg.used, flags: bg.flags, key: it.key });
+      }
+    } catch (e) {
+      report.fromError(e, 'block-group-tree-unreadable', { tree: OBJ.BLOCK_GROUP_TREE });
+    }
+  }
+  ctx.blockGroups.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  report.stats.blockGroups = ctx.blockGroups.length;
+  for (const rec of ctx.extents.values()) {
+    const sum = rec.recorded.reduce((n, r) => n + BigInt(refCount(r)), 0n);
+    if (sum !== rec.refs) {
+      report.error('extent-refs-sum', `extent item [${rec.bytenr} ${rec.numBytes}] has refs ${rec.refs} but its backrefs add up to ${sum}`,
+        { tree: OBJ.EXTENT_TREE, block: rec.block, key: rec.key });
+    }
+  }
+}
+
+/** True when a recorded reference that the walk did not find may still be real. */
+function unverifiable(ctx: CheckContext, r: RecordedRef): boolean {
+  if (!ctx.treesOk) return true;
+  switch (r.kind) {
+    case 'tree':
+    case 'data':
+      return ctx.unverifiableRoots.has(r.root);
+    case 'shared-block':
+    case 'shared-data':
+      return ctx.unverifiableRoots.size > 0 && !ctx.reachedBlocks.has(r.parent);
+  }
+}
+
+export function compareExtents(ctx: CheckContext): void {
+  const { report, found } = ctx;
+  if (!ctx.extentTreeOk) return;
+  const where = (rec: ExtentRecord) => ({ tree: OBJ.EXTENT_TREE, block: rec.block, key: rec.key });
+  for (const rec of ctx.extents.values()) {
+    const f = rec.metadata ? found.blocks.get(rec.bytenr) : found.data.get(rec.bytenr);
+    const want = tally(rec.recorded);
+    const have = tally(f?.refs ?? []);
+    let missing = 0;
+    let extra = 0;
+    let forgiven = 0;
+    const details: string[] = [];
+    for (const [k, w] of want) {
+      const h = have.get(k)?.n ?? 0;
+      if (h >= w.n) continue;
+      if (unverifiable(ctx, w.ref)) { forgiven += w.n - h; continue; }
+      missing += w.n - h;
+      details.push(`${k}: recorded ${w.n}, found ${h}`);
+    }
+    for (const [k, h] of have) {
+      const w = want.get(k)?.n ?? 0;
+      if (h.n <= w) continue;
+      extra += h.n - w;
+      details.push(`${k}: recorded ${w}, found ${h.n}`);
+    }
+    const foundTotal = [...have.values()].reduce((n, x) => n + x.n, 0);
+    if (missing || extra || (ctx.treesOk && BigInt(foundTotal + forgiven) !== rec.refs)) {
+      const msg = BigInt(foundTotal + forgiven) !== rec.refs
+        ? `ref mismatch on [${rec.bytenr} ${rec.numBytes}] extent item ${rec.refs}, found ${foundTotal}`
+        : `backpointer mismatch on [${rec.bytenr} ${rec.numBytes}]`;
+      report.error('ref-mismatch', details.length ? `${msg} (${details.join('; ')})` : msg, where(rec));
+    }
+    if (rec.metadata && f && 'level' in f && rec.level !== undefined && f.level !== rec.level) {
+      report.error('bad-backref-level', `tree block ${rec.bytenr} has bad backref level, has ${rec.level} expect ${f.level}`, where(rec));
+    }
+    if (!rec.metadata && f && 'numBytes' in f) {
+      for (const n of f.numBytes) {
+        if (n !== rec.numBytes) {
+          report.error('file-extent-size', `file extent items reference [${rec.bytenr} ${n}] but the extent item is [${rec.bytenr} ${rec.numBytes}]`, where(rec));
+        }
+      }
+    }
+  }
+  for (const [bytenr, f] of found.blocks) {
+    if (ctx.extents.has(bytenr)) continue;
+    report.error('ref-mismatch', `ref mismatch on [${bytenr} ${ctx.info.nodesize}] extent item 0, found ${f.refs.length}`, { tree: f.tree, block: bytenr });
+  }
+  for (const [bytenr, f] of found.data) {
+    if (ctx.extents.has(bytenr)) continue;
+    const n = f.refs.reduce((s, r) => s + refCount(r), 0);
+    report.error('ref-mismatch', `ref mismatch on [${bytenr} ${[...f.numBytes][0]}] extent item 0, found ${n}`, { tree: f.where.tree, key: f.where.key, inode: f.where.inode });
+  }
+}
+
+/** The block group holding `bytenr`, by binary search over the sorted list. */
+export function blockGroupOf(bgs: BlockGroupRecord[], bytenr: bigint): BlockGroupRecord | undefined {
+  let lo = 0;
+  let hi = bgs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const bg = bgs[mid]!;
+    if (bytenr < bg.start) hi = mid - 1;
+    else if (bytenr >= bg.start + bg.length) lo = mid + 1;
+    else return bg;
+  }
+  return undefined;
+}
+
+export function checkBlockGroupUsage(ctx: CheckContext): void {
+  const { report, info } = ctx;
+  if (!ctx.extentTreeOk) return;
+  const used = new Map<bigint, bigint>();
+  const mixed = (info.sb.incompat_flags & FEATURE_INCOMPAT.MIXED_GROUPS) !== 0n;
+  for (const rec of ctx.extents.values()) {
+    const bg = blockGroupOf(ctx.blockGroups, rec.bytenr);
+    const where = { tree: OBJ.EXTENT_TREE, block: rec.block, key: rec.key };
+    if (!bg) {
+      report.error('extent-outside-block-group', `extent [${rec.bytenr} ${rec.numBytes}] is not inside any block group`, where);
+      continue;
+    }
+    if (rec.bytenr + rec.numBytes > bg.start + bg.length) {
+      report.error('extent-crosses-block-group', `extent [${rec.bytenr} ${rec.numBytes}] crosses the end of block group [${bg.start} ${bg.length}]`, where);
+    }
+    const wantType = rec.metadata ? BLOCK_GROUP.METADATA | BLOCK_GROUP.SYSTEM : BLOCK_GROUP.DATA;
+    if (!mixed && (bg.flags & wantType) === 0n) {
+      report.error('extent-wrong-block-group', `${rec.metadata ? 'tree block' : 'data extent'} [${rec.bytenr} ${rec.numBytes}] lies in block group [${bg.start} ${bg.length}] of type 0x${bg.flags.toString(16)}`, where);
+    }
+    used.set(bg.start, (used.get(bg.start) ?? 0n) + rec.numBytes);
+  }
+  let total = 0n;
+  for (const bg of ctx.blockGroups) {
+    const u = used.get(bg.start) ?? 0n;
+    total += u;
+    if (u !== bg.used) {
+      report.error('block-group-used', `block group [${bg.start} ${bg.length}] used ${bg.used} but extent items used ${u}`, { key: bg.key });
+    }
+  }
+  if (total !== info.sb.bytes_used) {
+    report.error('super-bytes-used', `super bytes used ${info.sb.bytes_used} mismatches actual used ${total}`);
+  }
+}

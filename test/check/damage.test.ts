@@ -1,0 +1,85 @@
+/**
+ * Each kind of damage is caught, in btrfs check's words: a fixture is seen
+ * through an OverlayDevice, one item is rewritten (and its block's checksum
+ * recomputed, so only the cross-tree check can notice), and the check must
+ * report an error saying what is wrong.
+ */
+import { expect } from 'chai';
+import { FileDevice } from '../../src/device/file-device.js';
+import { FsInfo } from '../../src/tree/fs-info.js';
+import { iterItems, type TreeItem } from '../../src/tree/search.js';
+import { KEY, OBJ, S_IFMT, S_IFREG, HEADER_SIZE } from '../../src/format/constants.js';
+import { checksum } from '../../src/util/checksum.js';
+import { checkImage, formatFinding, type CheckReport } from '../../src/check/index.js';
+import { fixturePath } from '../helpers/fixtures.js';
+import { OverlayDevice } from '../helpers/overlay-device.js';
+
+const FIXTURE = 'filetypes-links-modes-times';
+
+/** Finds the first item of tree `tree` that `pick` accepts and lets `edit` change its bytes in place. */
+async function damage(tree: bigint, pick: (it: TreeItem) => boolean, edit: (data: Buffer) => void): Promise<CheckReport> {
+  const base = await FileDevice.open(await fixturePath(FIXTURE), { readOnly: true });
+  try {
+    const info = await FsInfo.open(base);
+    const root = await info.rootOf(tree);
+    let hit: TreeItem | undefined;
+    for await (const it of iterItems(info.reader, root)) if (pick(it)) { hit = it; break; }
+    expect(hit, 'an item to damage').to.not.equal(undefined);
+    const buf = Buffer.from(hit!.block.buf);
+    const item = hit!.block.items[hit!.slot]!;
+    const data = buf.subarray(HEADER_SIZE + item.offset, HEADER_SIZE + item.offset + item.size);
+    edit(data);
+    checksum(info.csumType, buf.subarray(32)).copy(buf, 0);
+    const dev = new OverlayDevice(base);
+    for (const c of info.chunks.map(hit!.block.bytenr, info.nodesize)) dev.patch(Number(c.physical), buf);
+    return await checkImage(dev);
+  } finally {
+    await base.close();
+  }
+}
+
+function expectError(r: CheckReport, code: string, wording: RegExp): void {
+  const lines = r.findings.map(formatFinding);
+  expect(r.clean, lines.join('\n')).to.equal(false);
+  const f = r.findings.find((x) => x.code === code && x.severity === 'error');
+  expect(f, `a ${code} error among:\n${lines.join('\n')}`).to.not.equal(undefined);
+  expect(f!.message).to.match(wording);
+}
+
+describe('check: deliberate damage is caught', function () {
+  this.timeout(120_000);
+
+  it('the pristine fixture is clean', async () => {
+    const r = await checkImage(await fixturePath(FIXTURE));
+    expect(r.findings.map(formatFinding)).to.deep.equal([]);
+  });
+
+  it('a wrong nlink', async () => {
+    const r = await damage(OBJ.FS_TREE, (it) => it.key.type === KEY.INODE_ITEM && (it.data.readUInt32LE(52) & S_IFMT) === S_IFREG,
+      (d) => d.writeUInt32LE(d.readUInt32LE(40) + 1, 40));
+    expectError(r, 'nlink', /^root 5 inode \d+ errors: link count wrong, nlink \d+ but found \d+ name/);
+  });
+
+  it('a damaged DIR_INDEX (its name no longer matches the inode ref)', async () => {
+    const r = await damage(OBJ.FS_TREE, (it) => it.key.type === KEY.DIR_INDEX, (d) => { d[30] = d[30]! ^ 0x01; });
+    expectError(r, 'no-dir-index', /unresolved ref dir 256 index \d+ namelen \d+ name .*, no dir index/);
+    expectError(r, 'no-inode-ref', /no inode ref/);
+  });
+
+  it('a wrong extent refcount', async () => {
+    const r = await damage(OBJ.EXTENT_TREE, (it) => it.key.type === KEY.EXTENT_ITEM, (d) => d.writeBigUInt64LE(d.readBigUInt64LE(0) + 1n, 0));
+    expectError(r, 'extent-refs-sum', /extent item \[\d+ \d+\] has refs 2 but its backrefs add up to 1/);
+    expectError(r, 'ref-mismatch', /^ref mismatch on \[\d+ \d+\] extent item 2, found 1/);
+  });
+
+  it('a wrong block group used', async () => {
+    const r = await damage(OBJ.EXTENT_TREE, (it) => it.key.type === KEY.BLOCK_GROUP_ITEM, (d) => d.writeBigUInt64LE(d.readBigUInt64LE(0) + 4096n, 0));
+    expectError(r, 'block-group-used', /^block group \[\d+ \d+\] used \d+ but extent items used \d+$/);
+  });
+
+  it('a wrong directory isize', async () => {
+    const r = await damage(OBJ.FS_TREE, (it) => it.key.type === KEY.INODE_ITEM && it.key.objectid === 256n,
+      (d) => d.writeBigUInt64LE(d.readBigUInt64LE(16) + 2n, 16));
+    expectError(r, 'dir-isize', /^root 5 inode 256 errors: dir isize wrong, have \d+ expect \d+/);
+  });
+});
