@@ -38,7 +38,7 @@ describe('cli', function () {
 
   it('--help works for the program and every command, exit 0', async () => {
     for (const args of [['--help'], ['dump-super', '--help'], ['dump-tree', '--help'], ['subvolume', '--help'], ['subvolume', 'list', '--help'],
-      ['subvolume', 'show', '--help'], ['subvolume', 'get-default', '--help'], ['ls', '--help'], ['cat', '--help'], ['get', '--help']]) {
+      ['subvolume', 'show', '--help'], ['subvolume', 'get-default', '--help'], ['ls', '--help'], ['cat', '--help'], ['get', '--help'], ['check', '--help']]) {
       const r = await tsbtrfs(args);
       expect(r.code, args.join(' ')).to.equal(0);
       expect(r.stdout.toString(), args.join(' ')).to.match(/Usage: tsbtrfs/);
@@ -161,6 +161,24 @@ describe('cli', function () {
       expect(names).to.deep.equal(want);
     } finally {
       await fsp.rm(dest, { recursive: true, force: true });
+    }
+  });
+
+  it('check: exit 0 and "no error found" on a clean image, --json parses, exit 1 on a non-btrfs file', async () => {
+    const img = await fixturePath('subvols-snapshots-default-received');
+    const r = await tsbtrfs(['check', img]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.toString()).to.match(/no error found/);
+    const j = await tsbtrfs(['check', '--json', img]);
+    expect(j.code, j.stderr).to.equal(0);
+    expect(JSON.parse(j.stdout.toString())).to.have.property('findings').that.deep.equals([]);
+    const zero = path.join(os.tmpdir(), `tsbtrfs-check-zero-${process.pid}.img`);
+    await fsp.writeFile(zero, Buffer.alloc(1 << 20));
+    try {
+      const z = await tsbtrfs(['check', zero]);
+      expect(z.code).to.equal(1);
+    } finally {
+      await fsp.rm(zero, { force: true });
     }
   });
 
