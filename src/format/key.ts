@@ -55,3 +55,20 @@ export function keyTypeName(type: number): string {
 export function formatKey(k: Key): string {
   return `(${k.objectid} ${keyTypeName(k.type)} ${k.offset})`;
 }
+
+/**
+ * Binary search over `n` sorted keys: the slot of the last key <= k, or -1
+ * if every key is greater; `exact` tells whether that slot's key equals k.
+ */
+export function searchSlot(n: number, keyAt: (slot: number) => Key, k: Key): { slot: number; exact: boolean } {
+  let lo = 0;
+  let hi = n - 1;
+  let best = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const c = compareKeys(keyAt(mid), k);
+    if (c === 0) return { slot: mid, exact: true };
+    if (c < 0) { best = mid; lo = mid + 1; } else hi = mid - 1;
+  }
+  return { slot: best, exact: false };
+}

@@ -7,7 +7,7 @@
 import { corrupt } from '../util/errors.js';
 import { HEADER_SIZE, ITEM_SIZE, KEY_PTR_SIZE } from './constants.js';
 import { headerCodec, itemCodec, keyPtrCodec, type Header, type KeyPtr } from './header.js';
-import { compareKeys, type Key } from './key.js';
+import { searchSlot, type Key } from './key.js';
 
 export interface LeafItem {
   key: Key;
@@ -69,16 +69,7 @@ export class TreeBlock {
    * greater; `exact` tells whether that slot's key equals k.
    */
   search(k: Key): { slot: number; exact: boolean } {
-    let lo = 0;
-    let hi = this.nritems - 1;
-    let best = -1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const c = compareKeys(this.keyAt(mid), k);
-      if (c === 0) return { slot: mid, exact: true };
-      if (c < 0) { best = mid; lo = mid + 1; } else hi = mid - 1;
-    }
-    return { slot: best, exact: false };
+    return searchSlot(this.nritems, (i) => this.keyAt(i), k);
   }
 
   /** Free bytes in a leaf between the item headers and the item data. */

@@ -6,7 +6,7 @@
  * whoever still holds the TreeBlock sees it unchanged.
  */
 import { ITEM_SIZE } from '../format/constants.js';
-import { compareKeys, type Key } from '../format/key.js';
+import { searchSlot, type Key } from '../format/key.js';
 import type { KeyPtr } from '../format/header.js';
 import {
   encodeLeaf, encodeNode, leafDataSize, maxNodePtrs, type BlockHeaderFields,
@@ -68,16 +68,7 @@ export class CowNode implements BlockView {
 
   /** Same contract as TreeBlock.search: last slot with key <= k (-1 if none). */
   search(k: Key): { slot: number; exact: boolean } {
-    let lo = 0;
-    let hi = this.nritems - 1;
-    let best = -1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const c = compareKeys(this.keyAt(mid), k);
-      if (c === 0) return { slot: mid, exact: true };
-      if (c < 0) { best = mid; lo = mid + 1; } else hi = mid - 1;
-    }
-    return { slot: best, exact: false };
+    return searchSlot(this.nritems, (i) => this.keyAt(i), k);
   }
 
   /** Leaf bytes in use; only meaningful for leaves. */
