@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { Filesystem, Resolved } from '../../src/fs/filesystem.js';
 import { BtrfsError } from '../../src/util/errors.js';
-import type { Manifest, ManifestEntry, EntryType } from './manifest.js';
+import { finishManifest, type Manifest, type ManifestEntry, type EntryType } from './manifest.js';
 
 const TYPES: Record<number, EntryType> = {
   0o100000: 'file', 0o040000: 'dir', 0o120000: 'symlink', 0o020000: 'chardev',
@@ -80,11 +80,5 @@ export async function libraryManifest(fs: Filesystem, root = '/', opts: LibraryM
     }
   };
   await visit(await fs.resolve(root, false), null);
-  for (const list of inodes.values()) {
-    list.sort(cmp);
-    for (const k of list) entries.get(k)!.hardlink_group = list[0];
-  }
-  const out: Manifest = {};
-  for (const k of [...entries.keys()].sort(cmp)) out[k] = entries.get(k)!;
-  return out;
+  return finishManifest(entries, inodes);
 }

@@ -235,7 +235,14 @@ export async function manifestOf(root: string, opts: ManifestOptions = {}): Prom
     }
   };
   await visit(absRoot, null);
+  return finishManifest(entries, inodes);
+}
 
+/**
+ * Completes a walk: names sharing an inode get the smallest of them as their
+ * hardlink_group, and entries come out in sorted path order.
+ */
+export function finishManifest(entries: Map<string, ManifestEntry>, inodes: Map<string, string[]>): Manifest {
   for (const list of inodes.values()) {
     list.sort(cmp);
     for (const k of list) entries.get(k)!.hardlink_group = list[0];
