@@ -1,12 +1,14 @@
 /**
- * The chunk layer agrees with itself: every chunk has exactly one block
+ * The chunk layer agrees with itself: every chunk (including the superblock's
+ * copies of the system chunks) has the stripe counts its profile requires;
+ * every chunk has exactly one block
  * group of the same start, length and type; every stripe of a chunk has its
  * dev extent and every dev extent its chunk; dev extents stay inside their
  * device and do not overlap; a device's bytes_used is the sum of its dev extents.
  */
 import { BLOCK_GROUP, BLOCK_GROUP_PROFILE_MASK, BLOCK_GROUP_TYPE_MASK, KEY, OBJ } from '../format/constants.js';
 import { decodeDevExtent } from '../format/items/dev-extent.js';
-import type { ChunkMapping } from '../volumes/chunk-map.js';
+import { parseSysChunkArray, type ChunkMapping } from '../volumes/chunk-map.js';
 import { iterItems } from '../tree/search.js';
 import type { CheckContext } from './context.js';
 import { rootLocation } from './extents.js';
@@ -23,11 +25,54 @@ export function stripeLength(c: ChunkMapping): bigint {
 
 const chunkName = (c: ChunkMapping) => `Chunk[256, 228, ${c.logical}]`;
 
+/**
+ * Why a chunk's stripe counts cannot belong to its profile, or undefined when
+ * they can. These are the kernel's chunk validity rules: each profile fixes
+ * how many copies/stripes it needs, and RAID10 mirrors pairs of stripes, so
+ * its sub_stripes must be 2 (a 0 there makes the kernel divide by zero).
+ */
+function badStripeCounts(type: bigint, n: number, subStripes: number): string | undefined {
+  const profile = type & BLOCK_GROUP_PROFILE_MASK;
+  if (n === 0) return 'no stripes';
+  // A block group has exactly one profile.
+  if ((profile & (profile - 1n)) !== 0n) return `more than one profile bit set in 0x${profile.toString(16)}`;
+  const ok =
+    profile === BLOCK_GROUP.RAID10 ? subStripes === 2 :
+    profile === BLOCK_GROUP.RAID1 ? n === 2 :
+    profile === BLOCK_GROUP.RAID1C3 ? n === 3 :
+    profile === BLOCK_GROUP.RAID1C4 ? n === 4 :
+    profile === BLOCK_GROUP.RAID5 ? n >= 2 :
+    profile === BLOCK_GROUP.RAID6 ? n >= 3 :
+    profile === BLOCK_GROUP.DUP ? n === 2 :
+    profile === 0n ? n === 1 :
+    true;
+  return ok ? undefined : `Invalid num_stripes:sub_stripes ${n}:${subStripes} for profile ${profile}`;
+}
+
 export async function checkChunks(ctx: CheckContext): Promise<void> {
   const { info, report } = ctx;
   const chunks = info.chunks.all();
   const bgByStart = new Map(ctx.blockGroups.map((bg) => [bg.start, bg]));
   const mask = BLOCK_GROUP_TYPE_MASK | BLOCK_GROUP_PROFILE_MASK;
+  // The superblock's copies of the system chunks are read before the chunk tree and
+  // are what a mount trusts first, so they are validated on their own: the chunk
+  // tree's copy replaces them in the chunk map and would hide a corrupt one.
+  const candidates: { where: string; logical: bigint; type: bigint; n: number; sub: number }[] = [];
+  try {
+    for (const s of parseSysChunkArray(info.sb)) {
+      candidates.push({ where: 'superblock sys_chunk_array', logical: s.logical, type: s.chunk.type, n: s.chunk.stripes.length, sub: s.chunk.sub_stripes });
+    }
+  } catch (e) {
+    report.fromError(e, 'sys-chunk-array', { tree: OBJ.CHUNK_TREE });
+  }
+  for (const c of chunks) candidates.push({ where: 'chunk tree', logical: c.logical, type: c.type, n: c.stripes.length, sub: c.subStripes });
+  for (const c of candidates) {
+    const why = badStripeCounts(c.type, c.n, c.sub);
+    if (why) {
+      report.error('chunk-invalid', `Chunk[256, 228, ${c.logical}] in ${c.where}: ${why}`,
+        { tree: OBJ.CHUNK_TREE, key: { objectid: 256n, type: KEY.CHUNK_ITEM, offset: c.logical } });
+    }
+  }
   if (ctx.extentTreeOk) {
     for (const c of chunks) {
       const bg = bgByStart.get(c.logical);

@@ -7,7 +7,7 @@
  * that nothing is recorded that nobody uses. Block group used bytes and the
  * superblock's bytes_used are sums of these records.
  */
-import { BLOCK_GROUP, EXTENT_FLAG, FEATURE_INCOMPAT, KEY, MAX_LEVEL, OBJ } from '../format/constants.js';
+import { BLOCK_GROUP, EXTENT_FLAG, FEATURE_COMPAT_RO, FEATURE_INCOMPAT, KEY, MAX_LEVEL, OBJ } from '../format/constants.js';
 import { decodeExtentItem } from '../format/items/extent-item.js';
 import { decodeExtentDataRef, decodeSharedDataRef } from '../format/items/extent-ref.js';
 import { decodeBlockGroupItem } from '../format/items/block-group-item.js';
@@ -50,6 +50,16 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
   }
   const sectorsize = BigInt(info.sectorsize);
   const superGen = info.sb.generation;
+  // Block group items live in exactly one tree: the block group tree when that
+  // feature is on, the extent tree otherwise. Items in the other tree are what an
+  // interrupted conversion (btrfstune, super flag CHANGING_BG_TREE) leaves behind;
+  // the kernel would never see them, so they are reported (and still counted, so the
+  // block groups they describe do not cascade into "chunk has no block group").
+  const bgTreeFeature = (info.sb.compat_ro_flags & FEATURE_COMPAT_RO.BLOCK_GROUP_TREE) !== 0n;
+  const misplacedBg = (k: ExtentRecord['key'], tree: bigint, block: bigint): void => {
+    const name = tree === OBJ.EXTENT_TREE ? 'EXTENT_TREE' : 'BLOCK_GROUP_TREE';
+    report.error('block-group-wrong-tree', `Invalid key type(BLOCK_GROUP_ITEM) found in root(${name}) [${k.objectid} ${k.offset}]`, { tree, block, key: k });
+  };
   let cur: ExtentRecord | undefined;
   let prevEnd = 0n;
   const where = (it: { key: ExtentRecord['key']; block: { bytenr: bigint } }) => ({ tree: OBJ.EXTENT_TREE, block: it.block.bytenr, key: it.key });
@@ -127,6 +137,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
           }
           case KEY.SHARED_DATA_REF: attach(it, { kind: 'shared-data', parent: k.offset, count: decodeSharedDataRef(it.data).count }); break;
           case KEY.BLOCK_GROUP_ITEM: {
+            if (bgTreeFeature) misplacedBg(it.key, OBJ.EXTENT_TREE, it.block.bytenr);
             const bg = decodeBlockGroupItem(it.data);
             ctx.blockGroups.push({ start: k.objectid, length: k.offset, used: bg.used, flags: bg.flags, key: k });
             break;
@@ -146,6 +157,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
     try {
       for await (const it of iterItems(info.reader, bgTree)) {
         if (it.key.type !== KEY.BLOCK_GROUP_ITEM) continue;
+        if (!bgTreeFeature) misplacedBg(it.key, OBJ.BLOCK_GROUP_TREE, it.block.bytenr);
         const bg = decodeBlockGroupItem(it.data);
         ctx.blockGroups.push({ start: it.key.objectid, length: it.key.offset, used: bg.used, flags: bg.flags, key: it.key });
       }

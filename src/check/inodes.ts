@@ -194,6 +194,11 @@ async function checkTree(ctx: CheckContext, root: RootRecord, onExtent: (u: File
     const type = it.mode & S_IFMT;
     const isDir = type === S_IFDIR;
     if ((it.flags & ~KNOWN_INODE_FLAGS) !== 0n) err('odd-inode-flags', `odd inode flags 0x${it.flags.toString(16)}`);
+    // The kernel refuses to set immutable/append-only on a symlink (its setflags path
+    // only accepts them on files and directories), so such a symlink is corruption.
+    else if (type === S_IFLNK && (it.flags & (INODE_FLAG.IMMUTABLE | INODE_FLAG.APPEND)) !== 0n) {
+      err('odd-inode-flags', `odd inode flags 0x${it.flags.toString(16)} (immutable/append on a symlink)`);
+    }
     if (it.generation > superGen + 1n || it.transid > superGen + 1n) {
       err('inode-generation', `invalid inode generation or transid (generation ${it.generation}, transid ${it.transid}, super ${superGen})`);
     }

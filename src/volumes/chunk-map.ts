@@ -19,6 +19,8 @@ export interface ChunkMapping {
   length: bigint;
   type: bigint;
   stripeLen: bigint;
+  /** stripes per mirror set (RAID10 uses 2); kept as recorded so a checker can validate it */
+  subStripes: number;
   /** one entry per stripe; for mirrored profiles each is a full copy */
   stripes: { devid: bigint; offset: bigint }[];
 }
@@ -63,7 +65,7 @@ export class ChunkMap {
     if (profile === BLOCK_GROUP.DUP && c.num_stripes !== 2) throw corrupt(`DUP chunk with ${c.num_stripes} stripes`, where);
     if (profile === 0n && c.num_stripes !== 1) throw corrupt(`SINGLE chunk with ${c.num_stripes} stripes`, where);
     const m: ChunkMapping = {
-      logical, length: c.length, type: c.type, stripeLen: c.stripe_len,
+      logical, length: c.length, type: c.type, stripeLen: c.stripe_len, subStripes: c.sub_stripes,
       stripes: c.stripes.map((s) => ({ devid: s.devid, offset: s.offset })),
     };
     // Insert sorted; an identical re-add (sys array chunk found again in the chunk tree) is fine.

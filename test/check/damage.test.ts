@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { FileDevice } from '../../src/device/file-device.js';
 import { FsInfo } from '../../src/tree/fs-info.js';
 import { iterItems, type TreeItem } from '../../src/tree/search.js';
-import { KEY, OBJ, S_IFMT, S_IFREG, HEADER_SIZE } from '../../src/format/constants.js';
+import { INODE_FLAG, KEY, OBJ, S_IFLNK, S_IFMT, S_IFREG, HEADER_SIZE } from '../../src/format/constants.js';
 import { checksum } from '../../src/util/checksum.js';
 import { checkImage, formatFinding, type CheckReport } from '../../src/check/index.js';
 import { fixturePath } from '../helpers/fixtures.js';
@@ -75,6 +75,21 @@ describe('check: deliberate damage is caught', function () {
   it('a wrong block group used', async () => {
     const r = await damage(OBJ.EXTENT_TREE, (it) => it.key.type === KEY.BLOCK_GROUP_ITEM, (d) => d.writeBigUInt64LE(d.readBigUInt64LE(0) + 4096n, 0));
     expectError(r, 'block-group-used', /^block group \[\d+ \d+\] used \d+ but extent items used \d+$/);
+  });
+
+  // The kernel only lets files and directories be made immutable/append-only.
+  const setInodeFlag = (type: number, flag: bigint) => damage(OBJ.FS_TREE,
+    (it) => it.key.type === KEY.INODE_ITEM && (it.data.readUInt32LE(52) & S_IFMT) === type,
+    (d) => d.writeBigUInt64LE(d.readBigUInt64LE(64) | flag, 64));
+
+  it('an immutable symlink', async () => {
+    const r = await setInodeFlag(S_IFLNK, INODE_FLAG.IMMUTABLE);
+    expectError(r, 'odd-inode-flags', /^root 5 inode \d+ errors: odd inode flags 0x40 /);
+  });
+
+  it('an immutable regular file is fine', async () => {
+    const r = await setInodeFlag(S_IFREG, INODE_FLAG.IMMUTABLE);
+    expect(r.findings.map(formatFinding)).to.deep.equal([]);
   });
 
   it('a wrong directory isize', async () => {
