@@ -16,13 +16,14 @@ import type { InodeItem } from '../format/items/inode-item.js';
 import type { BlockDevice } from '../device/block-device.js';
 import { FileDevice } from '../device/file-device.js';
 import { FsInfo, type OpenOptions } from '../tree/fs-info.js';
+import { labelOf } from '../format/superblock.js';
 import { lookupItem, type RootLocation } from '../tree/search.js';
-import { key } from '../format/key.js';
+import { key, type Key } from '../format/key.js';
 import { readInodeItem, EMPTY_SUBVOL_DIR_INO } from './inode.js';
 import { lookupName, listDir, FT_NAMES } from './dir.js';
 import { FileReader, type FilePiece } from './file-read.js';
 import { listXattrs, getXattr } from './xattr.js';
-import { listSubvolumes, defaultSubvolume, hasRootRef, rootLocationOf, type SubvolumeInfo } from './subvolumes.js';
+import { listSubvolumes, defaultSubvolume, hasRootRef, type SubvolumeInfo } from './subvolumes.js';
 import { Stats } from './stats.js';
 
 export interface FilesystemOpenOptions extends OpenOptions {
@@ -70,7 +71,6 @@ const MAX_SYMLINK_BYTES = 4095;
 /** Largest file readFile will put into one Buffer (node's own limit). */
 const MAX_BUFFER = 2 ** 31 - 1;
 
-interface PathStep { subvol: bigint; ino: bigint }
 
 export class Filesystem {
   private readonly roots: Map<bigint, RootLocation>;
@@ -112,15 +112,13 @@ export class Filesystem {
   }
 
   get label(): string {
-    const b = this.info.sb.label;
-    const end = b.indexOf(0);
-    return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
+    return labelOf(this.info.sb);
   }
 
   async rootOf(subvol: bigint, path?: string): Promise<RootLocation> {
     const hit = this.roots.get(subvol);
     if (hit) return hit;
-    const r = await rootLocationOf(this.info, subvol);
+    const r = await this.info.findRoot(subvol);
     if (!r) throw new BtrfsError('ENOENT', `no subvolume ${subvol}`, { path, tree: subvol });
     this.roots.set(subvol, r.loc);
     return r.loc;
@@ -157,59 +155,53 @@ export class Filesystem {
   async resolve(path: string, follow = false): Promise<Resolved> {
     if (typeof path !== 'string') throw new BtrfsError('EINVAL', 'path must be a string');
     const pending = path.split('/').filter((c) => c !== '' && c !== '.');
-    const stack: PathStep[] = [{ subvol: this.base, ino: ROOT_DIR_INO }];
-    const items: InodeItem[] = [await readInodeItem(this.info, await this.rootOf(this.base, path), ROOT_DIR_INO, path)];
+    const baseRoot = await this.rootOf(this.base, path);
+    const stack: Resolved[] = [{ path, subvol: this.base, root: baseRoot, ino: ROOT_DIR_INO, item: await readInodeItem(this.info, baseRoot, ROOT_DIR_INO, path) }];
     let links = 0;
     while (pending.length) {
       const comp = pending.shift()!;
       if (comp === '..') {
-        if (stack.length > 1) { stack.pop(); items.pop(); }
+        if (stack.length > 1) stack.pop();
         continue;
       }
       const cur = stack[stack.length - 1]!;
-      const curItem = items[items.length - 1]!;
-      if ((curItem.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError('ENOTDIR', 'not a directory', { path, syscall: 'lstat' });
+      if ((cur.item.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError('ENOTDIR', 'not a directory', { path, syscall: 'lstat' });
       const nameBuf = Buffer.from(comp, 'utf8');
       if (nameBuf.length > 255) throw new BtrfsError('ENAMETOOLONG', 'name too long', { path });
-      if (cur.ino === EMPTY_SUBVOL_DIR_INO) throw new BtrfsError('ENOENT', 'no such file or directory', { path, syscall: 'lstat' });
-      const root = await this.rootOf(cur.subvol, path);
-      const d = await lookupName(this.info, root, cur.ino, nameBuf);
+      const d = cur.placeholder ? undefined : await lookupName(this.info, cur.root, cur.ino, nameBuf);
       if (!d) throw new BtrfsError('ENOENT', 'no such file or directory', { path, syscall: 'lstat' });
-      let next: PathStep;
-      let item: InodeItem;
-      if (d.location.type === KEY.ROOT_ITEM) {
-        const child = d.location.objectid;
-        const linked = await hasRootRef(this.info, cur.subvol, child);
-        const r = linked ? await rootLocationOf(this.info, child) : undefined;
-        if (r && r.item.refs > 0) {
-          this.roots.set(child, r.loc);
-          next = { subvol: child, ino: r.item.root_dirid || ROOT_DIR_INO };
-          item = await readInodeItem(this.info, r.loc, next.ino, path);
-        } else {
-          next = { subvol: cur.subvol, ino: EMPTY_SUBVOL_DIR_INO };
-          item = this.placeholderItem(curItem);
-        }
-      } else {
-        next = { subvol: cur.subvol, ino: d.location.objectid };
-        item = await readInodeItem(this.info, root, next.ino, path);
-      }
-      const isLast = pending.length === 0;
-      if ((item.mode & S_IFMT) === S_IFLNK && (!isLast || follow)) {
+      const next = await this.follow(cur, d.location, path);
+      if ((next.item.mode & S_IFMT) === S_IFLNK && (pending.length > 0 || follow)) {
         if (++links > MAX_SYMLINKS) throw new BtrfsError('ELOOP', 'too many levels of symbolic links', { path });
-        const target = (await this.symlinkTarget(await this.rootOf(next.subvol), next.ino, item, path)).toString('utf8');
-        if (target.startsWith('/')) {
-          // The view's base is the root directory a mount of it would have.
-          stack.length = 1; items.length = 1;
-        }
+        const target = (await this.symlinkTarget(next.root, next.ino, next.item, path)).toString('utf8');
+        // An absolute target starts again at the view's base, the root directory a mount of it would have.
+        if (target.startsWith('/')) stack.length = 1;
         pending.unshift(...target.split('/').filter((c) => c !== '' && c !== '.'));
         continue;
       }
       stack.push(next);
-      items.push(item);
     }
-    const last = stack[stack.length - 1]!;
-    const r: Resolved = { path, subvol: last.subvol, root: await this.rootOf(last.subvol), ino: last.ino, item: items[items.length - 1]! };
-    if (last.ino === EMPTY_SUBVOL_DIR_INO) r.placeholder = true;
+    return { ...stack[stack.length - 1]!, path };
+  }
+
+  /**
+   * Follows a directory entry's location from the resolved directory holding
+   * it: into a subvolume (ROOT_ITEM location) when the parent links it, to the
+   * kernel's empty placeholder when it does not, else to the inode.
+   */
+  private async follow(dir: Resolved, location: Key, path: string): Promise<Resolved> {
+    if (location.type === KEY.ROOT_ITEM) {
+      const child = location.objectid;
+      const r = (await hasRootRef(this.info, dir.subvol, child)) ? await this.info.findRoot(child) : undefined;
+      if (r && r.item.refs > 0) {
+        this.roots.set(child, r.loc);
+        const ino = r.item.root_dirid || ROOT_DIR_INO;
+        return { path, subvol: child, root: r.loc, ino, item: await readInodeItem(this.info, r.loc, ino, path) };
+      }
+      return { path, subvol: dir.subvol, root: dir.root, ino: EMPTY_SUBVOL_DIR_INO, item: this.placeholderItem(dir.item), placeholder: true };
+    }
+    const r: Resolved = { path, subvol: dir.subvol, root: dir.root, ino: location.objectid, item: await readInodeItem(this.info, dir.root, location.objectid, path) };
+    await this.checkDirParent(dir, r);
     return r;
   }
 
@@ -247,7 +239,7 @@ export class Filesystem {
   /** Directory entries of an already resolved directory. */
   async direntsOf(r: Resolved): Promise<Dirent[]> {
     if ((r.item.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError('ENOTDIR', 'not a directory', { path: r.path, syscall: 'scandir' });
-    if (r.ino === EMPTY_SUBVOL_DIR_INO) return [];
+    if (r.placeholder) return [];
     const out: Dirent[] = [];
     for await (const e of listDir(this.info, r.root, r.ino)) {
       const isSub = e.location.type === KEY.ROOT_ITEM;
@@ -261,11 +253,9 @@ export class Filesystem {
    * carries (no second lookup of the name).
    */
   async entry(dir: Resolved, d: Dirent): Promise<Resolved> {
-    if (d.subvol !== dir.subvol) return this.resolveFrom(dir, d.name);
     const path = dir.path === '/' ? `/${d.name}` : `${dir.path}/${d.name}`;
-    const r: Resolved = { path, subvol: dir.subvol, root: dir.root, ino: d.ino, item: await readInodeItem(this.info, dir.root, d.ino, path) };
-    await this.checkDirParent(dir, r);
-    return r;
+    const location = d.subvol !== dir.subvol ? key(d.subvol, KEY.ROOT_ITEM, 0n) : key(d.ino, KEY.INODE_ITEM, 0n);
+    return this.follow(dir, location, path);
   }
 
   /**
@@ -291,24 +281,11 @@ export class Filesystem {
 
   private async resolveFrom(dir: Resolved, name: string): Promise<Resolved> {
     const path = dir.path === '/' ? `/${name}` : `${dir.path}/${name}`;
-    const d = await lookupName(this.info, dir.root, dir.ino, Buffer.from(name, 'utf8'));
+    const d = dir.placeholder ? undefined : await lookupName(this.info, dir.root, dir.ino, Buffer.from(name, 'utf8'));
     if (!d) throw new BtrfsError('ENOENT', 'no such file or directory', { path });
-    if (d.location.type === KEY.ROOT_ITEM) {
-      const child = d.location.objectid;
-      const linked = await hasRootRef(this.info, dir.subvol, child);
-      const r = linked ? await rootLocationOf(this.info, child) : undefined;
-      if (r && r.item.refs > 0) {
-        this.roots.set(child, r.loc);
-        const ino = r.item.root_dirid || ROOT_DIR_INO;
-        return { path, subvol: child, root: r.loc, ino, item: await readInodeItem(this.info, r.loc, ino, path) };
-      }
-      return { path, subvol: dir.subvol, root: dir.root, ino: EMPTY_SUBVOL_DIR_INO, item: this.placeholderItem(dir.item), placeholder: true };
-    }
-    const ino = d.location.objectid;
-    const r: Resolved = { path, subvol: dir.subvol, root: dir.root, ino, item: await readInodeItem(this.info, dir.root, ino, path) };
-    await this.checkDirParent(dir, r);
-    return r;
+    return this.follow(dir, d.location, path);
   }
+
 
   private async symlinkTarget(root: RootLocation, ino: bigint, item: InodeItem, path: string): Promise<Buffer> {
     if (item.size > BigInt(MAX_SYMLINK_BYTES)) {
@@ -390,20 +367,20 @@ export class Filesystem {
 
   async listxattr(path: string): Promise<string[]> {
     const r = await this.resolve(path, false);
-    if (r.ino === EMPTY_SUBVOL_DIR_INO) return [];
+    if (r.placeholder) return [];
     return (await listXattrs(this.info, r.root, r.ino)).map((x) => x.name);
   }
 
   /** All xattrs with values, in one walk. */
   async xattrs(path: string | Resolved): Promise<{ name: string; value: Buffer }[]> {
     const r = typeof path === 'string' ? await this.resolve(path, false) : path;
-    if (r.ino === EMPTY_SUBVOL_DIR_INO) return [];
+    if (r.placeholder) return [];
     return listXattrs(this.info, r.root, r.ino);
   }
 
   async getxattr(path: string, name: string): Promise<Buffer> {
     const r = await this.resolve(path, false);
-    const v = r.ino === EMPTY_SUBVOL_DIR_INO ? undefined : await getXattr(this.info, r.root, r.ino, name);
+    const v = r.placeholder ? undefined : await getXattr(this.info, r.root, r.ino, name);
     if (v === undefined) throw new BtrfsError('ENODATA', `no xattr ${name}`, { path, syscall: 'getxattr' });
     return v;
   }

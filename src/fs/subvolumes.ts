@@ -14,7 +14,7 @@ import { decodeInodeRefs } from '../format/items/inode-ref.js';
 import { decodeDirItems } from '../format/items/dir-item.js';
 import { nameHash } from '../util/checksum.js';
 import { iterItems, lookupItem, type RootLocation } from '../tree/search.js';
-import type { FsInfo } from '../tree/fs-info.js';
+import { rootLocation, type FsInfo } from '../tree/fs-info.js';
 import { timespecNs } from './stats.js';
 
 export interface SubvolumeInfo {
@@ -48,12 +48,6 @@ export interface SubvolumeInfo {
 
 function optUuid(b: Buffer): string | null {
   return isZero(b) ? null : uuidToString(b);
-}
-
-export async function rootLocationOf(info: FsInfo, id: bigint): Promise<{ loc: RootLocation; item: RootItem } | undefined> {
-  const r = await info.findRootItem(id);
-  if (!r) return undefined;
-  return { loc: { objectid: id, bytenr: r.item.bytenr, level: r.item.level, generation: r.item.generation }, item: r.item };
 }
 
 /** Path of directory `dirIno` inside tree `root`, from that tree's root dir ('' for the root dir). */
@@ -103,7 +97,7 @@ export async function listSubvolumes(info: FsInfo): Promise<SubvolumeInfo[]> {
     if (parentPath === '') return '';
     const parentItem = items.get(br.parent);
     if (!parentItem) return '';
-    const dir = await dirPathInTree(info, { objectid: br.parent, bytenr: parentItem.bytenr, level: parentItem.level, generation: parentItem.generation }, br.dirid);
+    const dir = await dirPathInTree(info, rootLocation(br.parent, parentItem), br.dirid);
     const p = [parentPath === '/' ? '' : parentPath, dir, br.name].filter((s, i) => i === 0 || s !== '').join('/');
     paths.set(id, p);
     return p;

@@ -5,12 +5,13 @@
  * be compared line by line.
  */
 import { BtrfsError } from '../util/errors.js';
+import { uuidToString } from '../util/bytes.js';
 import { KEY, OBJ } from '../format/constants.js';
 import { KEY_MAX, KEY_MIN } from '../format/key.js';
 import { decodeRootItem } from '../format/items/root-item.js';
 import type { TreeBlock } from '../format/tree-block.js';
 import { iterItems, type RootLocation } from '../tree/search.js';
-import type { FsInfo } from '../tree/fs-info.js';
+import { rootLocation, type FsInfo } from '../tree/fs-info.js';
 import { printTreeBlock, objectidName, type PrintContext } from './print-tree.js';
 
 const TREE_TITLES: Record<string, string> = {
@@ -41,14 +42,14 @@ export function printContextOf(info: FsInfo, utc = false): PrintContext {
  * default) or depth-first. A block reached twice is a loop or a shared
  * block inside one tree; it is reported, not followed again.
  */
-async function dumpTreeBlocks(info: FsInfo, root: RootLocation, out: (s: string) => void, opts: DumpTreeOptions): Promise<void> {
+async function dumpTreeBlocks(info: FsInfo, root: RootLocation, out: Output, opts: DumpTreeOptions): Promise<void> {
   const ctx = printContextOf(info, !!opts.utc);
   const seen = new Set<bigint>();
   const queue: { bytenr: bigint; level: number; generation: bigint }[] = [{ bytenr: root.bytenr, level: root.level, generation: root.generation }];
   while (queue.length) {
     const { bytenr, level, generation } = opts.dfs ? queue.pop()! : queue.shift()!;
     if (seen.has(bytenr)) {
-      out(`ERROR: tree block ${bytenr} is referenced twice in tree ${root.objectid}\n`);
+      await out(`ERROR: tree block ${bytenr} is referenced twice in tree ${root.objectid}\n`);
       continue;
     }
     seen.add(bytenr);
@@ -56,10 +57,10 @@ async function dumpTreeBlocks(info: FsInfo, root: RootLocation, out: (s: string)
     try {
       block = await info.reader.read({ bytenr, level, generation, owner: root.objectid });
     } catch (e) {
-      if (e instanceof BtrfsError) { out(`ERROR: ${e.message}\n`); continue; }
+      if (e instanceof BtrfsError) { await out(`ERROR: ${e.message}\n`); continue; }
       throw e;
     }
-    out(printTreeBlock(block, ctx));
+    await out(printTreeBlock(block, ctx));
     if (!block.isLeaf) {
       const kids = block.ptrs.map((p) => ({ bytenr: p.blockptr, level: block.level - 1, generation: p.generation }));
       if (opts.dfs) kids.reverse();
@@ -67,6 +68,9 @@ async function dumpTreeBlocks(info: FsInfo, root: RootLocation, out: (s: string)
     }
   }
 }
+
+/** Receives the text piece by piece; a returned promise is awaited (backpressure). */
+export type Output = (s: string) => unknown;
 
 export interface DumpTreeOptions {
   /** only this tree (objectid) */
@@ -79,10 +83,10 @@ export interface DumpTreeOptions {
   dfs?: boolean;
 }
 
-export async function dumpTree(info: FsInfo, out: (s: string) => void, opts: DumpTreeOptions = {}): Promise<void> {
+export async function dumpTree(info: FsInfo, out: Output, opts: DumpTreeOptions = {}): Promise<void> {
   if (opts.block !== undefined) {
     const block = await info.reader.read({ bytenr: opts.block });
-    out(printTreeBlock(block, printContextOf(info, !!opts.utc)));
+    await out(printTreeBlock(block, printContextOf(info, !!opts.utc)));
     return;
   }
   if (opts.tree !== undefined) {
@@ -90,13 +94,13 @@ export async function dumpTree(info: FsInfo, out: (s: string) => void, opts: Dum
     await dumpTreeBlocks(info, root, out, opts);
     return;
   }
-  out('root tree\n');
+  await out('root tree\n');
   await dumpTreeBlocks(info, info.treeRoot, out, opts);
-  out('chunk tree\n');
+  await out('chunk tree\n');
   await dumpTreeBlocks(info, info.chunkRoot, out, opts);
   const logRoot = info.logRoot;
   if (logRoot) {
-    out('log root tree\n');
+    await out('log root tree\n');
     await dumpTreeBlocks(info, logRoot, out, opts);
   }
   const dumpRoots = async (root: RootLocation, title: (objectid: bigint) => string): Promise<void> => {
@@ -104,15 +108,14 @@ export async function dumpTree(info: FsInfo, out: (s: string) => void, opts: Dum
       if (it.key.type !== KEY.ROOT_ITEM) continue;
       if (it.key.objectid === OBJ.ROOT_TREE || it.key.objectid === OBJ.CHUNK_TREE) continue;
       const item = decodeRootItem(it.data);
-      out(`${title(it.key.objectid)} key (${objectidName(it.key.objectid, KEY.ROOT_ITEM)} ROOT_ITEM ${it.key.offset}) \n`);
-      await dumpTreeBlocks(info, { objectid: it.key.objectid, bytenr: item.bytenr, level: item.level, generation: item.generation }, out, opts);
+      await out(`${title(it.key.objectid)} key (${objectidName(it.key.objectid, KEY.ROOT_ITEM)} ROOT_ITEM ${it.key.offset}) \n`);
+      await dumpTreeBlocks(info, rootLocation(it.key.objectid, item), out, opts);
     }
   };
   await dumpRoots(info.treeRoot, treeTitle);
   // The log root tree holds one ROOT_ITEM per subvolume with fsynced changes.
   if (logRoot) await dumpRoots(logRoot, () => 'log tree');
-  out(`total bytes ${info.sb.total_bytes}\n`);
-  out(`bytes used ${info.sb.bytes_used}\n`);
-  const h = info.sb.fsid.toString('hex');
-  out(`uuid ${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}\n`);
+  await out(`total bytes ${info.sb.total_bytes}\n`);
+  await out(`bytes used ${info.sb.bytes_used}\n`);
+  await out(`uuid ${uuidToString(info.sb.fsid)}\n`);
 }

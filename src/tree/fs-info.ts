@@ -24,6 +24,11 @@ export interface OpenOptions {
   superMirror?: number;
 }
 
+/** Where a tree's root block is, as its root item says. */
+export function rootLocation(objectid: bigint, item: RootItem): RootLocation {
+  return { objectid, bytenr: item.bytenr, level: item.level, generation: item.generation };
+}
+
 export class FsInfo {
   readonly nodesize: number;
   readonly sectorsize: number;
@@ -128,13 +133,19 @@ export class FsInfo {
     return { objectid: OBJ.TREE_LOG, bytenr: this.sb.log_root, level: this.sb.log_root_level, generation: this.sb.generation + 1n };
   }
 
+  /** Tree `objectid`'s root location and root item, or undefined if there is no such tree. */
+  async findRoot(objectid: bigint): Promise<{ loc: RootLocation; item: RootItem } | undefined> {
+    const r = await this.findRootItem(objectid);
+    return r && { loc: rootLocation(objectid, r.item), item: r.item };
+  }
+
   /** Where tree `objectid`'s root block is; ENOENT if there is no such tree. */
   async rootOf(objectid: bigint): Promise<RootLocation> {
     if (objectid === OBJ.ROOT_TREE) return this.treeRoot;
     if (objectid === OBJ.CHUNK_TREE) return this.chunkRoot;
-    const r = await this.findRootItem(objectid);
+    const r = await this.findRoot(objectid);
     if (!r) throw new BtrfsError('ENOENT', `no root item for tree ${objectid}`, { tree: objectid });
-    return { objectid, bytenr: r.item.bytenr, level: r.item.level, generation: r.item.generation };
+    return r.loc;
   }
 
   /** Data bytes at a logical address (first copy). */

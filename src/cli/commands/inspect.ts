@@ -56,15 +56,13 @@ export function register(program: Command): void {
     .action(async (image: string, o: { tree?: string; block?: string; dfs?: boolean }) => {
       const { info, close } = await openInfo(image);
       try {
+        // Batch small pieces into 64 KiB writes; write() waits for stdout to drain.
         let buf = '';
-        const flush = async () => { if (buf) { const s = buf; buf = ''; await write(s); } };
-        const pending: Promise<void>[] = [];
-        await dumpTree(info, (s) => {
+        await dumpTree(info, async (s) => {
           buf += s;
-          if (buf.length > 1 << 16) pending.push(flush());
+          if (buf.length > 1 << 16) { const chunk = buf; buf = ''; await write(chunk); }
         }, { dfs: !!o.dfs, tree: o.tree !== undefined ? parseTree(o.tree) : undefined, block: o.block !== undefined ? parseBigInt(o.block, 'bytenr') : undefined });
-        await Promise.all(pending);
-        await flush();
+        if (buf) await write(buf);
       } finally {
         await close();
       }
