@@ -14,6 +14,13 @@ export interface BlockReaderStats { reads: number; hits: number; mirrorRetries: 
 
 export class BlockReader {
   private cache = new Map<bigint, TreeBlock>();
+  /**
+   * Blocks a running transaction has written but not committed, by bytenr:
+   * they shadow the device so readers see the transaction's state. Set and
+   * cleared by the transaction layer.
+   */
+  overlay: Map<bigint, Buffer> | undefined;
+  private overlayDecoded = new Map<bigint, TreeBlock>();
   readonly stats: BlockReaderStats = { reads: 0, hits: 0, mirrorRetries: 0 };
 
   constructor(
@@ -49,6 +56,17 @@ export class BlockReader {
 
   /** A verified tree block. Cached blocks are reused only if they meet the same expectations. */
   async read(exp: BlockExpectation): Promise<TreeBlock> {
+    const dirty = this.overlay?.get(exp.bytenr);
+    if (dirty) {
+      let b = this.overlayDecoded.get(exp.bytenr);
+      if (!b || b.buf !== dirty) {
+        b = checkTreeBlock(dirty, this.ctx, exp);
+        this.overlayDecoded.set(exp.bytenr, b);
+      } else if ((exp.generation !== undefined && b.generation !== exp.generation) || (exp.level !== undefined && b.level !== exp.level)) {
+        b = checkTreeBlock(dirty, this.ctx, exp);
+      }
+      return b;
+    }
     const hit = this.cache.get(exp.bytenr);
     if (hit && (exp.generation === undefined || hit.generation === exp.generation) && (exp.level === undefined || hit.level === exp.level)) {
       this.stats.hits++;
@@ -78,7 +96,12 @@ export class BlockReader {
 
   /** Forget cached blocks (after the image changed underneath, e.g. a commit). */
   invalidate(bytenr?: bigint): void {
-    if (bytenr === undefined) this.cache.clear();
-    else this.cache.delete(bytenr);
+    if (bytenr === undefined) {
+      this.cache.clear();
+      this.overlayDecoded.clear();
+    } else {
+      this.cache.delete(bytenr);
+      this.overlayDecoded.delete(bytenr);
+    }
   }
 }

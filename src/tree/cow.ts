@@ -65,6 +65,17 @@ export class CowTree {
     return slot >= 0 && keyEquals(leaf.keyAt(slot), k) ? leaf.items[slot]!.data : undefined;
   }
 
+  /** The last item with min <= key <= max, dirty blocks included, or undefined. */
+  async lastItem(root: RootLocation, min: Key, max: Key): Promise<CursorItem | undefined> {
+    const path = await this.descend(root, max);
+    // the leaf slot is < 0 only when every key sorts after max: descent takes
+    // slot 0 wherever nothing smaller exists, and a child's first key equals its pointer's
+    const slot = path.slots[0]!;
+    if (slot < 0) return undefined;
+    const it = path.views[0]!.items[slot]!;
+    return compareKeys(it.key, min) < 0 ? undefined : { key: it.key, data: it.data };
+  }
+
   /** Items with min <= key <= max in key order, dirty blocks included. Do not change the tree while iterating. */
   async *iterItems(root: RootLocation, min: Key = KEY_MIN, max: Key = KEY_MAX): AsyncGenerator<CursorItem> {
     const { views, slots } = await this.descend(root, min);

@@ -34,17 +34,20 @@ export class FsInfo {
   readonly sectorsize: number;
   readonly csumType: number;
   readonly csumSize: number;
-  readonly chunkRoot: RootLocation;
-  readonly treeRoot: RootLocation;
+  /** the chunk tree's root: the committed one, or a writer's newer one */
+  chunkRoot: RootLocation;
+  /** the root tree's root: the committed one, or a writer's view of its running transaction */
+  treeRoot: RootLocation;
   readonly devItems: DevItem[] = [];
 
   private constructor(
     readonly device: BlockDevice,
-    readonly sb: Superblock,
+    /** the superblock of the last commit (a writer replaces it when it commits) */
+    public sb: Superblock,
     /** the raw bytes of the superblock that was used */
-    readonly sbRaw: Buffer,
-    readonly chunks: ChunkMap,
-    readonly reader: BlockReader,
+    public sbRaw: Buffer,
+    public chunks: ChunkMap,
+    public reader: BlockReader,
   ) {
     this.nodesize = sb.nodesize;
     this.sectorsize = sb.sectorsize;
@@ -52,6 +55,35 @@ export class FsInfo {
     this.csumSize = csumSize(sb.csum_type);
     this.chunkRoot = { objectid: OBJ.CHUNK_TREE, bytenr: sb.chunk_root, level: sb.chunk_root_level, generation: sb.chunk_root_generation };
     this.treeRoot = { objectid: OBJ.ROOT_TREE, bytenr: sb.root, level: sb.root_level, generation: sb.generation };
+  }
+
+  /**
+   * A writer committed `sb`: every root and cached block moves to it. The
+   * chunk map already holds any chunk the commit added.
+   */
+  committed(sb: Superblock): void {
+    this.sb = sb;
+    this.chunkRoot = { objectid: OBJ.CHUNK_TREE, bytenr: sb.chunk_root, level: sb.chunk_root_level, generation: sb.chunk_root_generation };
+    this.treeRoot = { objectid: OBJ.ROOT_TREE, bytenr: sb.root, level: sb.root_level, generation: sb.generation };
+    this.reader.overlay = undefined;
+    this.reader.ctx.superGeneration = sb.generation;
+    this.reader.invalidate();
+  }
+
+  /**
+   * Re-reads everything from the device's last commit into this object (a
+   * writer's abort: in-memory chunks and blocks of the dropped transaction
+   * go away, and whoever holds this FsInfo sees the committed image).
+   */
+  async reload(): Promise<void> {
+    const fresh = await FsInfo.open(this.device);
+    this.sb = fresh.sb;
+    this.sbRaw = fresh.sbRaw;
+    this.chunks = fresh.chunks;
+    this.reader = fresh.reader;
+    this.chunkRoot = fresh.chunkRoot;
+    this.treeRoot = fresh.treeRoot;
+    this.devItems.splice(0, this.devItems.length, ...fresh.devItems);
   }
 
   /** Reads and validates superblock copy `mirror` (0 = primary). */

@@ -5,6 +5,7 @@
  * device; MemoryTreeStore implements it for tests.
  */
 import type { TreeBlock } from '../format/tree-block.js';
+import type { Key } from '../format/key.js';
 
 export interface TreeStore {
   readonly nodesize: number;
@@ -22,4 +23,21 @@ export interface TreeStore {
   freeBlock(bytenr: bigint, owner: bigint, level: number): void;
   /** The block's new image, to be written at commit. Only for blocks of this transaction. */
   writeDirty(bytenr: bigint, buf: Buffer): void;
+}
+
+/**
+ * Item-level access to every tree of a running transaction, by tree
+ * objectid: what the extent, free-space and POSIX layers build on. Reads see
+ * the transaction's own changes. Item data returned is shared: do not modify.
+ */
+export interface TreeItems {
+  lookup(tree: bigint, k: Key): Promise<Buffer | undefined>;
+  /** Items with min <= key <= max in key order. Do not change the tree while iterating. */
+  iter(tree: bigint, min: Key, max: Key): AsyncGenerator<{ key: Key; data: Buffer }>;
+  /** The last item with min <= key <= max, or undefined. */
+  last(tree: bigint, min: Key, max: Key): Promise<{ key: Key; data: Buffer } | undefined>;
+  insert(tree: bigint, k: Key, data: Uint8Array): Promise<void>;
+  update(tree: bigint, k: Key, data: Uint8Array): Promise<void>;
+  delete(tree: bigint, k: Key): Promise<void>;
+  resize(tree: bigint, k: Key, newSize: number, opts?: { fromFront?: boolean }): Promise<void>;
 }

@@ -1,0 +1,330 @@
+/**
+ * A running transaction (the kernel's btrfs_trans_handle, bbolt's Tx): every
+ * change between two commits. It is the TreeStore under the COW B-tree —
+ * blocks come from the space manager, freed blocks become delayed refs, new
+ * block images wait in memory — and the item-level API (TreeItems) the
+ * layers above use on any tree by objectid, plus data extents: allocation,
+ * writing with checksums, and references.
+ *
+ * Nothing reaches the device before commit except file data, which only
+ * ever goes to space the last commit does not use, so a crash at any point
+ * leaves the image as its last commit made it.
+ */
+import { BtrfsError } from '../util/errors.js';
+import { checksum } from '../util/checksum.js';
+import { KEY, OBJ, ROOT_FLAG } from '../format/constants.js';
+import { key, KEY_MAX, KEY_MIN, type Key } from '../format/key.js';
+import { decodeRootItem, encodeRootItem, type RootItem } from '../format/items/root-item.js';
+import type { TreeBlock } from '../format/tree-block.js';
+import { CowTree, type CursorItem, type ItemToInsert } from '../tree/cow.js';
+import type { RootLocation } from '../tree/search.js';
+import type { TreeStore, TreeItems } from '../tree/tree-store.js';
+import type { FsInfo } from '../tree/fs-info.js';
+import type { SpaceManager } from '../extent/block-groups.js';
+import { DelayedRefs, type DataRefKey } from '../extent/delayed-refs.js';
+import { insertCsums, deleteCsums, type CsumGeometry } from '../extent/csum-tree.js';
+
+/** A data extent and one file extent item's reference to it. */
+export interface DataRef extends DataRefKey {
+  bytenr: bigint;
+  numBytes: bigint;
+}
+
+/** The largest data extent the kernel makes (BTRFS_MAX_EXTENT_SIZE). */
+export const MAX_DATA_EXTENT = 128 * 1024 * 1024;
+
+export interface TransactionHost {
+  readonly info: FsInfo;
+  readonly space: SpaceManager;
+  /** the chunk tree uuid every tree block header carries */
+  readonly chunkTreeUuid: Buffer;
+  /** the current time, seconds and nanoseconds (injectable for tests) */
+  now(): { sec: bigint; nsec: number };
+}
+
+interface TrackedRoot { offset: bigint; item: RootItem; itemSize: number; dirty: boolean }
+
+export class Transaction implements TreeStore, TreeItems {
+  readonly generation: bigint;
+  readonly tree: CowTree;
+  readonly refs = new DelayedRefs();
+  /** encoded images of this transaction's blocks, by bytenr (written at commit) */
+  readonly pending = new Map<bigint, Buffer>();
+  rootTree: RootLocation;
+  chunkRoot: RootLocation;
+  chunkTreeChanged = false;
+  private roots = new Map<bigint, TrackedRoot>();
+  /** trees whose location changed since their root item was last written */
+  private moved = new Set<bigint>();
+  private usedDelta = new Map<bigint, bigint>();
+  /** fs trees changed in this transaction (their root item's ctransid/ctime move) */
+  readonly changedSubvols = new Set<bigint>();
+  private readonly geometry: CsumGeometry;
+  /** a failure that left memory and the trees out of step: only abort is possible */
+  poisoned: unknown;
+
+  constructor(readonly host: TransactionHost) {
+    const info = host.info;
+    this.generation = info.sb.generation + 1n;
+    this.rootTree = { ...info.treeRoot };
+    this.chunkRoot = { ...info.chunkRoot };
+    this.geometry = { sectorsize: info.sectorsize, csumSize: info.csumSize, nodesize: info.nodesize };
+    this.tree = new CowTree(this);
+    info.reader.overlay = this.pending;
+    info.reader.ctx.superGeneration = this.generation;
+  }
+
+  // --- TreeStore ---------------------------------------------------------
+  get nodesize(): number { return this.host.info.nodesize; }
+  get sectorsize(): number { return this.host.info.sectorsize; }
+  get csumType(): number { return this.host.info.csumType; }
+  get fsid(): Buffer { return this.host.info.reader.ctx.fsid; }
+  get chunkTreeUuid(): Buffer { return this.host.chunkTreeUuid; }
+  get incompat(): bigint { return this.host.info.sb.incompat_flags; }
+
+  read(bytenr: bigint, level: number, generation?: bigint): Promise<TreeBlock> {
+    return this.host.info.reader.read({ bytenr, level, generation });
+  }
+
+  async allocBlock(owner: bigint, level: number): Promise<bigint> {
+    const ns = BigInt(this.nodesize);
+    const kind = owner === OBJ.CHUNK_TREE ? 'system' : 'metadata';
+    const { start } = await this.host.space.allocate(kind, ns, ns, ns);
+    this.refs.newTreeBlock(start, owner, level);
+    this.usedDelta.set(owner, (this.usedDelta.get(owner) ?? 0n) + ns);
+    return start;
+  }
+
+  freeBlock(bytenr: bigint, owner: bigint, level: number): void {
+    this.refs.freeTreeBlock(bytenr, owner, level);
+    this.pending.delete(bytenr);
+    this.usedDelta.set(owner, (this.usedDelta.get(owner) ?? 0n) - BigInt(this.nodesize));
+  }
+
+  writeDirty(bytenr: bigint, buf: Buffer): void {
+    this.pending.set(bytenr, buf);
+  }
+
+  // --- roots -------------------------------------------------------------
+  /** Where tree `objectid`'s root is now; ENOENT if there is no such tree. */
+  async rootOf(objectid: bigint): Promise<RootLocation> {
+    if (objectid === OBJ.ROOT_TREE) return this.rootTree;
+    if (objectid === OBJ.CHUNK_TREE) return this.chunkRoot;
+    const t = await this.tracked(objectid);
+    return { objectid, bytenr: t.item.bytenr, level: t.item.level, generation: t.item.generation };
+  }
+
+  /** The tree's root item as it stands in this transaction (a copy). */
+  async rootItem(objectid: bigint): Promise<{ offset: bigint; item: RootItem }> {
+    const t = await this.tracked(objectid);
+    return { offset: t.offset, item: { ...t.item } };
+  }
+
+  /** Replaces fields of a tree's root item (written with the next sync or commit). */
+  async setRootItem(objectid: bigint, change: Partial<RootItem>): Promise<void> {
+    const t = await this.tracked(objectid);
+    Object.assign(t.item, change);
+    t.dirty = true;
+    this.moved.add(objectid);
+  }
+
+  private async tracked(objectid: bigint): Promise<TrackedRoot> {
+    let t = this.roots.get(objectid);
+    if (t) return t;
+    const it = await this.tree.lastItem(this.rootTree, key(objectid, KEY.ROOT_ITEM, 0n), key(objectid, KEY.ROOT_ITEM, KEY_MAX.offset));
+    if (!it) throw new BtrfsError('ENOENT', `no root item for tree ${objectid}`, { tree: objectid });
+    const item = decodeRootItem(it.data);
+    t = { offset: it.key.offset, item, itemSize: it.data.length, dirty: false };
+    this.roots.set(objectid, t);
+    return t;
+  }
+
+  private async setRoot(tree: bigint, loc: RootLocation): Promise<void> {
+    if (tree === OBJ.ROOT_TREE) { this.rootTree = loc; return; }
+    if (tree === OBJ.CHUNK_TREE) {
+      this.chunkRoot = loc;
+      this.chunkTreeChanged = true;
+      return;
+    }
+    const t = await this.tracked(tree);
+    if (tree === OBJ.FS_TREE || (tree >= OBJ.FIRST_FREE && tree <= OBJ.LAST_FREE)) this.changedSubvols.add(tree);
+    if (t.item.bytenr === loc.bytenr && t.item.level === loc.level && t.item.generation === loc.generation) return;
+    t.item.bytenr = loc.bytenr;
+    t.item.level = loc.level;
+    t.item.generation = loc.generation;
+    t.item.generation_v2 = loc.generation;
+    t.dirty = true;
+    this.moved.add(tree);
+  }
+
+  /** True while some tree's root item lags behind its tree. */
+  get rootsMoved(): boolean { return this.moved.size > 0; }
+
+  /**
+   * Writes the root item of every tree that moved into the root tree. Fs
+   * trees changed in this transaction get ctransid/ctime, as the kernel's
+   * btrfs_update_root_times does.
+   */
+  async syncRootItems(): Promise<void> {
+    const now = this.host.now();
+    for (const sv of this.changedSubvols) {
+      const t = await this.tracked(sv);
+      if (t.item.ctransid !== this.generation || t.item.ctime.sec !== now.sec) {
+        t.item.ctransid = this.generation;
+        t.item.ctime = { sec: now.sec, nsec: now.nsec };
+        t.dirty = true;
+        this.moved.add(sv);
+      }
+    }
+    this.changedSubvols.clear();
+    while (this.moved.size > 0) {
+      const ids = [...this.moved];
+      this.moved.clear();
+      for (const id of ids) {
+        const t = this.roots.get(id)!;
+        const d = this.usedDelta.get(id);
+        if (d) {
+          t.item.bytes_used += d;
+          if (t.item.bytes_used < 0n) t.item.bytes_used = 0n;
+          this.usedDelta.delete(id);
+        }
+        const k = key(id, KEY.ROOT_ITEM, t.offset);
+        const buf = encodeRootItem(t.item, t.itemSize);
+        this.rootTree = await this.tree.updateItem(this.rootTree, k, buf);
+        t.dirty = false;
+      }
+    }
+  }
+
+  /** Registers a tree created in this transaction together with its root item (subvolumes, snapshots). */
+  async addRoot(objectid: bigint, offset: bigint, item: RootItem): Promise<void> {
+    const k = key(objectid, KEY.ROOT_ITEM, offset);
+    this.rootTree = await this.tree.insertItem(this.rootTree, k, encodeRootItem(item));
+    this.roots.set(objectid, { offset, item: { ...item }, itemSize: encodeRootItem(item).length, dirty: false });
+  }
+
+  /** Forgets a cached root item (after its item was deleted or re-keyed by the caller). */
+  forgetRoot(objectid: bigint): void {
+    this.roots.delete(objectid);
+    this.moved.delete(objectid);
+  }
+
+  /** Whether a tree is read-only by its root item's flags. */
+  async isReadOnly(objectid: bigint): Promise<boolean> {
+    const t = await this.tracked(objectid);
+    return (t.item.flags & ROOT_FLAG.SUBVOL_RDONLY) !== 0n;
+  }
+
+  // --- TreeItems -----------------------------------------------------------
+  async lookup(tree: bigint, k: Key): Promise<Buffer | undefined> {
+    return this.tree.lookup(await this.rootOf(tree), k);
+  }
+
+  async *iter(tree: bigint, min: Key = KEY_MIN, max: Key = KEY_MAX): AsyncGenerator<CursorItem> {
+    yield* this.tree.iterItems(await this.rootOf(tree), min, max);
+  }
+
+  async last(tree: bigint, min: Key, max: Key): Promise<CursorItem | undefined> {
+    return this.tree.lastItem(await this.rootOf(tree), min, max);
+  }
+
+  async insert(tree: bigint, k: Key, data: Uint8Array): Promise<void> {
+    await this.guard(async () => this.setRoot(tree, await this.tree.insertItem(await this.rootOf(tree), k, data)));
+  }
+
+  async insertItems(tree: bigint, items: readonly ItemToInsert[]): Promise<void> {
+    await this.guard(async () => this.setRoot(tree, await this.tree.insertItems(await this.rootOf(tree), items)));
+  }
+
+  async update(tree: bigint, k: Key, data: Uint8Array): Promise<void> {
+    await this.guard(async () => this.setRoot(tree, await this.tree.updateItem(await this.rootOf(tree), k, data)));
+  }
+
+  async delete(tree: bigint, k: Key): Promise<void> {
+    await this.guard(async () => this.setRoot(tree, await this.tree.deleteItem(await this.rootOf(tree), k)));
+  }
+
+  async deleteItems(tree: bigint, keys: readonly Key[]): Promise<void> {
+    await this.guard(async () => this.setRoot(tree, await this.tree.deleteItems(await this.rootOf(tree), keys)));
+  }
+
+  async resize(tree: bigint, k: Key, newSize: number, opts?: { fromFront?: boolean }): Promise<void> {
+    await this.guard(async () => this.setRoot(tree, await this.tree.resizeItem(await this.rootOf(tree), k, newSize, opts)));
+  }
+
+  /**
+   * Runs a tree change. The COW B-tree checks its preconditions (EEXIST,
+   * ENOENT, sizes) before touching a block, so those errors leave the
+   * transaction usable; anything thrown after it started changing blocks
+   * (ENOSPC from a split, an I/O error) poisons it: commit refuses, only
+   * abort remains.
+   */
+  private async guard(fn: () => Promise<void>): Promise<void> {
+    if (this.poisoned) throw new BtrfsError('EIO', 'transaction aborted by an earlier error; abort and reopen', { cause: this.poisoned });
+    try {
+      await fn();
+    } catch (e) {
+      const benign = e instanceof BtrfsError && ['EEXIST', 'ENOENT', 'EINVAL', 'EOVERFLOW'].includes(e.code);
+      if (!benign) this.poisoned = e;
+      throw e;
+    }
+  }
+
+  // --- data ----------------------------------------------------------------
+  /**
+   * A new data extent of `len` bytes (a multiple of the sector size, at most
+   * MAX_DATA_EXTENT), or a shorter one of at least one sector when free
+   * space is fragmented. It must get a reference (addDataRef) in this
+   * transaction or it is freed at commit.
+   */
+  async allocData(len: number): Promise<{ bytenr: bigint; len: number }> {
+    const sec = this.sectorsize;
+    if (!Number.isSafeInteger(len) || len <= 0 || len % sec !== 0 || len > MAX_DATA_EXTENT) {
+      throw new BtrfsError('EINVAL', `data extent of ${len} bytes: must be a positive multiple of ${sec} up to ${MAX_DATA_EXTENT}`);
+    }
+    if (this.poisoned) throw new BtrfsError('EIO', 'transaction aborted by an earlier error; abort and reopen', { cause: this.poisoned });
+    const got = await this.host.space.allocate('data', BigInt(len), BigInt(sec), BigInt(sec));
+    this.refs.newDataExtent(got.start, got.len);
+    return { bytenr: got.start, len: Number(got.len) };
+  }
+
+  /** Bytes of data that can still be allocated (free data space plus unallocated device space). */
+  dataRoom(): Promise<bigint> {
+    return this.host.space.dataRoom();
+  }
+
+  /**
+   * Writes `data` (whole sectors) at logical `bytenr` of an extent allocated
+   * in this transaction, to every copy, and records its checksums.
+   */
+  async writeData(bytenr: bigint, data: Buffer): Promise<void> {
+    const sec = this.sectorsize;
+    if (data.length === 0 || data.length % sec !== 0) throw new BtrfsError('EINVAL', `data write of ${data.length} bytes is not whole sectors`);
+    const info = this.host.info;
+    for (const c of info.chunks.map(bytenr, data.length)) {
+      if (c.devid !== info.sb.dev_item.devid) throw new BtrfsError('ENOTSUP', `logical ${bytenr} lives on device ${c.devid}`);
+      await info.device.write(Number(c.physical), data);
+    }
+    const cs = info.csumSize;
+    const csums = Buffer.alloc((data.length / sec) * cs);
+    for (let i = 0, o = 0; i < data.length; i += sec, o += cs) checksum(this.csumType, data.subarray(i, i + sec)).copy(csums, o, 0, cs);
+    await this.guard(() => insertCsums(this, this.geometry, bytenr, csums));
+  }
+
+  readData(bytenr: bigint, len: number): Promise<Buffer> {
+    return this.host.info.readData(bytenr, len);
+  }
+
+  addDataRef(ref: DataRef, count = 1): void {
+    this.refs.dataRef(ref.bytenr, ref.numBytes, ref, count);
+  }
+
+  dropDataRef(ref: DataRef, count = 1): void {
+    this.refs.dataRef(ref.bytenr, ref.numBytes, ref, -count);
+  }
+
+  /** Checksum removal for freed data (used by the extent tree update at commit). */
+  deleteCsums(start: bigint, end: bigint): Promise<void> {
+    return deleteCsums(this, this.geometry, start, end);
+  }
+}
