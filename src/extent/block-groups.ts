@@ -177,9 +177,23 @@ export class SpaceManager {
     return { start, len };
   }
 
-  /** The extent [start, start+len) is no longer referenced: free once the transaction commits. */
-  release(start: bigint, len: bigint): void {
+  /**
+   * Gives back the tail [start, end) of an extent allocated in this
+   * transaction and never committed: it is free again at once.
+   */
+  unallocate(start: bigint, end: bigint): void {
     const g = this.groupOf(start);
+    g.free!.add(start, end);
+    g.used -= end - start;
+    g.dirty = true;
+    if (g.cursor > start) g.cursor = start;
+  }
+
+  /** The extent [start, start+len) is no longer referenced: free once the transaction commits. */
+  async release(start: bigint, len: bigint): Promise<void> {
+    const g = this.groupOf(start);
+    // the free space tree entry must be known before it can be rewritten
+    await this.load(g);
     if (start + len > g.end) throw new BtrfsError('EUCLEAN', `extent [${start}, +${len}) crosses its block group's end`, { block: start });
     g.pinned.add(start, start + len);
     g.used -= len;

@@ -52,6 +52,13 @@ export class DelayedRefs {
     this.data.set(bytenr, { numBytes, isNew: true, refs: new Map() });
   }
 
+  /** Shrinks a data extent allocated in this transaction that has no references yet. */
+  shrinkNewData(bytenr: bigint, numBytes: bigint): void {
+    const d = this.data.get(bytenr);
+    if (!d?.isNew || d.refs.size > 0) throw new BtrfsError('EINVAL', `data extent ${bytenr} cannot shrink: not new or already referenced`, { block: bytenr });
+    d.numBytes = numBytes;
+  }
+
   dataRef(bytenr: bigint, numBytes: bigint, ref: DataRefKey, delta: number): void {
     let d = this.data.get(bytenr);
     if (!d) {

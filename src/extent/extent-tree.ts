@@ -62,7 +62,7 @@ export async function applyMetaRef(ctx: ExtentTreeContext, bytenr: bigint, m: Me
   const ns = BigInt(ctx.nodesize);
   if (m.isNew) {
     if (m.delta === 0) {
-      ctx.space.release(bytenr, ns);
+      await ctx.space.release(bytenr, ns);
       return;
     }
     const item: ExtentItem = { refs: 1n, generation: ctx.generation, flags: EXTENT_FLAG.TREE_BLOCK, inlineRefs: [{ type: KEY.TREE_BLOCK_REF, root: m.owner }] };
@@ -83,7 +83,7 @@ export async function applyMetaRef(ctx: ExtentTreeContext, bytenr: bigint, m: Me
   if (item.refs <= 1n) {
     await ctx.items.delete(E, k);
     await deleteKeyedRefs(ctx, bytenr, ns);
-    ctx.space.release(bytenr, ns);
+    await ctx.space.release(bytenr, ns);
     return;
   }
   // a block shared with a snapshot: only this tree's reference goes
@@ -180,7 +180,7 @@ export async function applyDataRefs(ctx: ExtentTreeContext, bytenr: bigint, d: D
   if (item.refs === 0n) {
     if (raw) await ctx.items.delete(E, k);
     if (!d.isNew) await deleteKeyedRefs(ctx, bytenr, d.numBytes);
-    ctx.space.release(bytenr, d.numBytes);
+    await ctx.space.release(bytenr, d.numBytes);
     await ctx.deleteCsums(bytenr, bytenr + d.numBytes);
     return;
   }

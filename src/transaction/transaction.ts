@@ -288,6 +288,18 @@ export class Transaction implements TreeStore, TreeItems {
     return { bytenr: got.start, len: Number(got.len) };
   }
 
+  /**
+   * Shortens a data extent from allocData before any reference to it, giving
+   * back the unused tail (a stream whose length was not known in advance).
+   */
+  trimData(bytenr: bigint, oldLen: number, newLen: number): void {
+    const sec = this.sectorsize;
+    if (newLen <= 0 || newLen > oldLen || newLen % sec !== 0) throw new BtrfsError('EINVAL', `cannot trim data extent ${bytenr} from ${oldLen} to ${newLen} bytes`);
+    if (newLen === oldLen) return;
+    this.refs.shrinkNewData(bytenr, BigInt(newLen));
+    this.host.space.unallocate(bytenr + BigInt(newLen), bytenr + BigInt(oldLen));
+  }
+
   /** Bytes of data that can still be allocated (free data space plus unallocated device space). */
   dataRoom(): Promise<bigint> {
     return this.host.space.dataRoom();
