@@ -12,7 +12,10 @@
  */
 import { BtrfsError } from '../util/errors.js';
 import { checksum } from '../util/checksum.js';
-import { KEY, OBJ, ROOT_FLAG } from '../format/constants.js';
+import { KEY, OBJ, ROOT_FLAG, EXTENT_FLAG } from '../format/constants.js';
+import { decodeExtentItem } from '../format/items/extent-item.js';
+import { decodeFileExtentItem, isInlineExtent } from '../format/items/file-extent-item.js';
+import type { BlockView } from '../tree/cow-node.js';
 import { key, KEY_MAX, KEY_MIN, type Key } from '../format/key.js';
 import { decodeRootItem, encodeRootItem, type RootItem } from '../format/items/root-item.js';
 import type { TreeBlock } from '../format/tree-block.js';
@@ -28,6 +31,11 @@ import { insertCsums, deleteCsums, type CsumGeometry } from '../extent/csum-tree
 export interface DataRef extends DataRefKey {
   bytenr: bigint;
   numBytes: bigint;
+}
+
+/** Subvolume trees (and the data relocation tree) are reference counted: snapshots share their blocks. */
+export function isShareable(tree: bigint): boolean {
+  return tree === OBJ.FS_TREE || tree === OBJ.DATA_RELOC_TREE || (tree >= OBJ.FIRST_FREE && tree <= OBJ.LAST_FREE);
 }
 
 /** The largest data extent the kernel makes (BTRFS_MAX_EXTENT_SIZE). */
@@ -96,9 +104,84 @@ export class Transaction implements TreeStore, TreeItems {
   }
 
   freeBlock(bytenr: bigint, owner: bigint, level: number): void {
-    this.refs.freeTreeBlock(bytenr, owner, level);
+    this.refs.treeRef(bytenr, level, owner, { root: owner }, -1);
     this.pending.delete(bytenr);
     this.usedDelta.set(owner, (this.usedDelta.get(owner) ?? 0n) - BigInt(this.nodesize));
+  }
+
+  /**
+   * The kernel's update_ref_for_cow. A block of a snapshotted tree may be
+   * shared: its extent item then counts more than one reference. The copy
+   * this tree now uses needs references to every child too, which come
+   * either from the tree (TREE_BLOCK_REF / EXTENT_DATA_REF of `owner`) or,
+   * when this tree created the old block, by turning the old block's
+   * children over to parent-based refs (FULL_BACKREF), so the snapshot
+   * keeps reaching them through the old block while this tree's refs now
+   * stand for the copy.
+   */
+  async cowBlock(old: BlockView, owner: bigint): Promise<bigint> {
+    const bytenr = await this.allocBlock(owner, old.level);
+    const { refs, flags } = await this.extentInfo(old, owner);
+    const full = (flags & EXTENT_FLAG.FULL_BACKREF) !== 0n;
+    if (refs > 1n) {
+      if (old.owner === owner && !full) {
+        this.incRef(old, owner, true, 1);
+        this.refs.setTreeBlockFlags(old.bytenr, old.level, old.owner, EXTENT_FLAG.FULL_BACKREF);
+      } else {
+        this.incRef(old, owner, false, 1, bytenr);
+      }
+    } else if (full) {
+      this.incRef(old, owner, false, 1, bytenr);
+      this.incRef(old, owner, true, -1);
+    }
+    this.freeBlock(old.bytenr, owner, old.level);
+    return bytenr;
+  }
+
+  /** References and flags of a tree block as the extent tree will say after this transaction's pending changes. */
+  private async extentInfo(b: BlockView, tree: bigint): Promise<{ refs: bigint; flags: bigint }> {
+    if (!(await this.canBeShared(b, tree))) return { refs: 1n, flags: 0n };
+    const pend = this.refs.pendingMeta(b.bytenr);
+    if (pend?.isNew) return { refs: BigInt(pend.delta), flags: pend.setFlags };
+    const ext = await this.rootOf(OBJ.EXTENT_TREE);
+    let raw = await this.tree.lookup(ext, key(b.bytenr, KEY.METADATA_ITEM, BigInt(b.level)));
+    let skinny = true;
+    if (!raw) {
+      raw = await this.tree.lookup(ext, key(b.bytenr, KEY.EXTENT_ITEM, BigInt(this.nodesize)));
+      skinny = false;
+    }
+    if (!raw) throw new BtrfsError('EUCLEAN', `tree block ${b.bytenr} of tree ${tree} has no extent item`, { tree: OBJ.EXTENT_TREE, block: b.bytenr });
+    const item = decodeExtentItem(raw, { skinny });
+    return { refs: item.refs + BigInt(pend?.delta ?? 0), flags: item.flags | (pend?.setFlags ?? 0n) };
+  }
+
+  /** The kernel's btrfs_block_can_be_shared: only subvolume trees are shared, and only blocks from before their last snapshot. */
+  private async canBeShared(b: BlockView, tree: bigint): Promise<boolean> {
+    if (!isShareable(tree)) return false;
+    const t = await this.tracked(tree);
+    return b.generation <= t.item.last_snapshot;
+  }
+
+  /**
+   * btrfs_inc_ref / btrfs_dec_ref: a reference (`delta` +1 or -1) from block
+   * `b` — or from its copy at `viaCopy` — to each child block or, in a leaf,
+   * to each data extent. `full` makes them parent-based refs (parent = b).
+   */
+  incRef(b: BlockView, tree: bigint, full: boolean, delta: number, viaCopy?: bigint): void {
+    void viaCopy;
+    if (b.level > 0) {
+      for (const p of b.ptrs) {
+        this.refs.treeRef(p.blockptr, b.level - 1, tree, full ? { parent: b.bytenr } : { root: tree }, delta);
+      }
+      return;
+    }
+    for (const it of b.items) {
+      if (it.key.type !== KEY.EXTENT_DATA) continue;
+      const fe = decodeFileExtentItem(it.data);
+      if (isInlineExtent(fe) || fe.disk_bytenr === 0n) continue;
+      const ref = full ? { parent: b.bytenr } : { root: tree, ino: it.key.objectid, offset: it.key.offset - fe.offset };
+      this.refs.dataRef(fe.disk_bytenr, fe.disk_num_bytes, ref, delta);
+    }
   }
 
   writeDirty(bytenr: bigint, buf: Buffer): void {
@@ -139,7 +222,8 @@ export class Transaction implements TreeStore, TreeItems {
     return t;
   }
 
-  private async setRoot(tree: bigint, loc: RootLocation): Promise<void> {
+  /** `touch`: the change is one of the subvolume's content (its ctransid moves); false for a snapshot's copy of its root. */
+  private async setRoot(tree: bigint, loc: RootLocation, touch = true): Promise<void> {
     if (tree === OBJ.ROOT_TREE) { this.rootTree = loc; return; }
     if (tree === OBJ.CHUNK_TREE) {
       this.chunkRoot = loc;
@@ -147,7 +231,7 @@ export class Transaction implements TreeStore, TreeItems {
       return;
     }
     const t = await this.tracked(tree);
-    if (tree === OBJ.FS_TREE || (tree >= OBJ.FIRST_FREE && tree <= OBJ.LAST_FREE)) this.changedSubvols.add(tree);
+    if (touch && (tree === OBJ.FS_TREE || (tree >= OBJ.FIRST_FREE && tree <= OBJ.LAST_FREE))) this.changedSubvols.add(tree);
     if (t.item.bytenr === loc.bytenr && t.item.level === loc.level && t.item.generation === loc.generation) return;
     t.item.bytenr = loc.bytenr;
     t.item.level = loc.level;
@@ -194,6 +278,23 @@ export class Transaction implements TreeStore, TreeItems {
         t.dirty = false;
       }
     }
+  }
+
+  /**
+   * The tree part of a snapshot: `src`'s root block copied to a new block
+   * owned by `newId`, every child gaining a reference from `newId`, and
+   * `src` marked as snapshotted now (its blocks may be shared from here
+   * on). Call at the start of a transaction, after committing the changes
+   * before it: blocks of the running transaction are changed in place, so
+   * none may be shared. Returns the new tree's root.
+   */
+  async snapshotTree(src: bigint, newId: bigint): Promise<RootLocation> {
+    const r = await this.rootOf(src);
+    const { root, copy, copyNode } = await this.tree.copyRoot(r, newId);
+    await this.setRoot(src, root, false);
+    this.incRef(copyNode, newId, false, 1);
+    await this.setRootItem(src, { last_snapshot: this.generation });
+    return copy;
   }
 
   /** Registers a tree created in this transaction together with its root item (subvolumes, snapshots). */

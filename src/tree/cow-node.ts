@@ -19,6 +19,8 @@ export interface BlockView {
   readonly bytenr: bigint;
   readonly level: number;
   readonly generation: bigint;
+  /** the tree that allocated the block (header owner) */
+  readonly owner: bigint;
   readonly nritems: number;
   readonly items: readonly CowItem[];
   readonly ptrs: readonly KeyPtr[];

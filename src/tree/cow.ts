@@ -193,6 +193,29 @@ export class CowTree {
   }
 
   /**
+   * A snapshot's root (the kernel's btrfs_copy_root): the tree's root block
+   * made writable in this transaction, then copied to a new block owned by
+   * `newOwner`. The copy shares every child with the original; the caller
+   * gives those children their new references. Returns the tree's (possibly
+   * moved) root and the copy's.
+   */
+  async copyRoot(root: RootLocation, newOwner: bigint): Promise<{ root: RootLocation; copy: RootLocation; copyNode: BlockView }> {
+    return this.exclusive(async () => {
+      this.checkGeneration();
+      const v = await this.view(root.bytenr, root.level, root.generation);
+      const node = await this.writable(v, root.objectid, undefined, undefined);
+      const bytenr = await this.store.allocBlock(newOwner, node.level);
+      const copy = CowNode.fromBlock(node, bytenr, newOwner, this.store.generation);
+      this.dirty.set(bytenr, copy);
+      return {
+        root: { objectid: root.objectid, bytenr: node.bytenr, level: node.level, generation: node.generation },
+        copy: { objectid: newOwner, bytenr, level: copy.level, generation: copy.generation },
+        copyNode: copy,
+      };
+    });
+  }
+
+  /**
    * Encodes every changed block into the store (writeDirty) and forgets them;
    * later changes in the same transaction re-read them and change them in
    * place. Call before the transaction commits. Returns the blocks written.
@@ -310,8 +333,7 @@ export class CowTree {
       if (v.generation === gen) {
         node = CowNode.fromBlock(v, v.bytenr, owner, gen);
       } else {
-        node = CowNode.fromBlock(v, await this.store.allocBlock(owner, v.level), owner, gen);
-        this.store.freeBlock(v.bytenr, owner, v.level);
+        node = CowNode.fromBlock(v, await this.store.cowBlock(v, owner), owner, gen);
       }
       this.dirty.set(node.bytenr, node);
     }

@@ -10,6 +10,7 @@ import { BtrfsError } from '../util/errors.js';
 import { checkTreeBlock, type CheckContext } from '../verify/tree-checker.js';
 import type { TreeBlock } from '../format/tree-block.js';
 import type { TreeStore } from './tree-store.js';
+import type { BlockView } from './cow-node.js';
 
 export interface MemoryTreeStoreOptions {
   nodesize?: number;
@@ -67,6 +68,12 @@ export class MemoryTreeStore implements TreeStore {
     const bytenr = this.nextBytenr;
     this.nextBytenr += BigInt(this.nodesize);
     this.allocated.set(bytenr, { owner, level, generation: this.generation });
+    return bytenr;
+  }
+
+  async cowBlock(old: BlockView, owner: bigint): Promise<bigint> {
+    const bytenr = await this.allocBlock(owner, old.level);
+    this.freeBlock(old.bytenr, owner, old.level);
     return bytenr;
   }
 

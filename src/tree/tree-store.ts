@@ -6,6 +6,7 @@
  */
 import type { TreeBlock } from '../format/tree-block.js';
 import type { Key } from '../format/key.js';
+import type { BlockView } from './cow-node.js';
 
 export interface TreeStore {
   readonly nodesize: number;
@@ -21,6 +22,13 @@ export interface TreeStore {
   allocBlock(owner: bigint, level: number): Promise<bigint>;
   /** The block is no longer referenced by tree `owner` (reported once per block). */
   freeBlock(bytenr: bigint, owner: bigint, level: number): void;
+  /**
+   * Tree `owner` is about to change block `old` of an earlier generation: a
+   * new bytenr for its copy. The store moves the tree's reference from the
+   * old block to the copy (and, for blocks shared with snapshots, gives
+   * the copy's children their references: the kernel's update_ref_for_cow).
+   */
+  cowBlock(old: BlockView, owner: bigint): Promise<bigint>;
   /** The block's new image, to be written at commit. Only for blocks of this transaction. */
   writeDirty(bytenr: bigint, buf: Buffer): void;
 }

@@ -14,10 +14,11 @@ import { encodeDirItems } from '../../src/format/items/dir-item.js';
 import { decodeFileExtentItem, encodeFileExtentItem, type FileExtentRegular } from '../../src/format/items/file-extent-item.js';
 import type { Transaction } from '../../src/transaction/transaction.js';
 
-const ROOT_DIR = 256n;
-const T = OBJ.FS_TREE;
+/** Where raw files go: a subvolume tree and a directory in it. */
+export interface RawDir { tree: bigint; dir: bigint }
+const TOP: RawDir = { tree: OBJ.FS_TREE, dir: 256n };
 
-export interface RawFile { name: string; ino: bigint; size: number; sha256: string }
+export interface RawFile { name: string; ino: bigint; size: number; sha256: string; at: RawDir }
 
 function inode(gen: bigint, mode: number, size: bigint, nbytes: bigint): InodeItem {
   const t = { sec: 1_700_000_000n, nsec: 123_456_789 };
@@ -27,7 +28,7 @@ function inode(gen: bigint, mode: number, size: bigint, nbytes: bigint): InodeIt
   };
 }
 
-async function nextFree(txn: Transaction): Promise<{ ino: bigint; index: bigint }> {
+async function nextFree(txn: Transaction, { tree: T, dir: ROOT_DIR }: RawDir): Promise<{ ino: bigint; index: bigint }> {
   const last = await txn.last(T, key(256n, 0, 0n), key(0xffff_ffff_ffff_ff00n, 255, 0xffff_ffff_ffff_ffffn));
   const ino = (last ? last.key.objectid : 256n) + 1n;
   const idx = await txn.last(T, key(ROOT_DIR, KEY.DIR_INDEX, 0n), key(ROOT_DIR, KEY.DIR_INDEX, 0xffff_ffff_ffff_ffffn));
@@ -38,8 +39,9 @@ async function nextFree(txn: Transaction): Promise<{ ino: bigint; index: bigint 
  * A regular file `name` in the top-level root directory holding `data`
  * (size a multiple of 4096, or empty), in extents of at most `extentMax`.
  */
-export async function addRawFile(txn: Transaction, name: string, data: Buffer, extentMax = 1024 * 1024): Promise<RawFile> {
-  const { ino, index } = await nextFree(txn);
+export async function addRawFile(txn: Transaction, name: string, data: Buffer, extentMax = 1024 * 1024, at: RawDir = TOP): Promise<RawFile> {
+  const { tree: T, dir: ROOT_DIR } = at;
+  const { ino, index } = await nextFree(txn, at);
   const nb = Buffer.from(name);
   let off = 0;
   while (off < data.length) {
@@ -60,12 +62,13 @@ export async function addRawFile(txn: Transaction, name: string, data: Buffer, e
   const entry = encodeDirItems([{ location: loc, transid: txn.generation, type: FT.REG_FILE, name: nb, data: Buffer.alloc(0) }]);
   await txn.insert(T, key(ROOT_DIR, KEY.DIR_ITEM, nameHash(nb)), entry);
   await txn.insert(T, key(ROOT_DIR, KEY.DIR_INDEX, index), entry);
-  await bumpRootDir(txn, BigInt(nb.length * 2));
-  return { name, ino, size: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+  await bumpDir(txn, at, BigInt(nb.length * 2));
+  return { name, ino, size: data.length, sha256: createHash('sha256').update(data).digest('hex'), at };
 }
 
 /** Removes a file made by addRawFile: its items, its references, its directory entries. */
 export async function removeRawFile(txn: Transaction, f: RawFile): Promise<void> {
+  const { tree: T, dir: ROOT_DIR } = f.at;
   const nb = Buffer.from(f.name);
   const exts: { k: ReturnType<typeof key>; fe: FileExtentRegular }[] = [];
   for await (const it of txn.iter(T, key(f.ino, KEY.EXTENT_DATA, 0n), key(f.ino, KEY.EXTENT_DATA, 0xffff_ffff_ffff_ffffn))) {
@@ -81,11 +84,11 @@ export async function removeRawFile(txn: Transaction, f: RawFile): Promise<void>
   await txn.delete(T, key(f.ino, KEY.INODE_ITEM, 0n));
   await txn.delete(T, key(ROOT_DIR, KEY.DIR_ITEM, nameHash(nb)));
   await txn.delete(T, key(ROOT_DIR, KEY.DIR_INDEX, index));
-  await bumpRootDir(txn, -BigInt(nb.length * 2));
+  await bumpDir(txn, f.at, -BigInt(nb.length * 2));
 }
 
-async function bumpRootDir(txn: Transaction, delta: bigint): Promise<void> {
-  const k = key(ROOT_DIR, KEY.INODE_ITEM, 0n);
+async function bumpDir(txn: Transaction, { tree: T, dir }: RawDir, delta: bigint): Promise<void> {
+  const k = key(dir, KEY.INODE_ITEM, 0n);
   const it = decodeInodeItem((await txn.lookup(T, k))!);
   it.size += delta;
   it.transid = txn.generation;
