@@ -139,7 +139,7 @@ export class Transaction implements TreeStore, TreeItems {
   }
 
   /** References and flags of a tree block as the extent tree will say after this transaction's pending changes. */
-  private async extentInfo(b: BlockView, tree: bigint): Promise<{ refs: bigint; flags: bigint }> {
+  async extentInfo(b: BlockView, tree: bigint): Promise<{ refs: bigint; flags: bigint }> {
     if (!(await this.canBeShared(b, tree))) return { refs: 1n, flags: 0n };
     const pend = this.refs.pendingMeta(b.bytenr);
     if (pend?.isNew) return { refs: BigInt(pend.delta), flags: pend.setFlags };
