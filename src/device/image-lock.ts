@@ -106,8 +106,12 @@ function procStat(pid: number | 'self'): string[] | undefined {
   return s.slice(s.lastIndexOf(')') + 2).split(' ');
 }
 
-let self: Omit<LockOwner, 'lockedAt' | 'image'> | undefined;
-function selfInfo(): Omit<LockOwner, 'lockedAt' | 'image'> {
+/** Who a process is, well enough to tell later whether it still runs (pid reuse and reboots included). */
+export type ProcessRecord = Omit<LockOwner, 'lockedAt' | 'image'>;
+
+let self: ProcessRecord | undefined;
+/** This process's record. */
+export function selfInfo(): ProcessRecord {
   if (!self) {
     const bootId = readOr('/proc/sys/kernel/random/boot_id');
     const procStart = procStat('self')?.[19];
@@ -124,12 +128,21 @@ function selfInfo(): Omit<LockOwner, 'lockedAt' | 'image'> {
 
 /** Whether the recorded holder still runs; undefined if it is on another machine. */
 function holderAlive(owner: LockOwner, lockPath: string): boolean | undefined {
+  // Our own pid: live only if we hold it now; otherwise it is a leftover
+  // from an earlier process that had our pid (common in containers).
+  return processAlive(owner, () => held.has(lockPath));
+}
+
+/**
+ * Whether the process a record describes still runs: false once its pid is
+ * gone, reused, a zombie, or from another boot; undefined for a process on
+ * another machine. `mine` decides for records carrying this process's pid.
+ */
+export function processAlive(owner: ProcessRecord, mine: () => boolean): boolean | undefined {
   const me = selfInfo();
   if (owner.hostname !== me.hostname) return undefined;
   if (owner.bootId && me.bootId && owner.bootId !== me.bootId) return false;
-  // Our own pid: live only if we hold it now; otherwise it is a leftover
-  // from an earlier process that had our pid (common in containers).
-  if (owner.pid === me.pid) return held.has(lockPath);
+  if (owner.pid === me.pid) return mine();
   try {
     process.kill(owner.pid, 0);
   } catch (e) {

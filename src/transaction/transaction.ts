@@ -241,6 +241,14 @@ export class Transaction implements TreeStore, TreeItems {
     this.moved.add(tree);
   }
 
+  /** Rewrites one root item as it is, so the root tree is copied into this transaction. */
+  async touchRootTree(): Promise<void> {
+    const t = await this.tracked(OBJ.EXTENT_TREE);
+    t.dirty = true;
+    this.moved.add(OBJ.EXTENT_TREE);
+    await this.syncRootItems();
+  }
+
   /** True while some tree's root item lags behind its tree. */
   get rootsMoved(): boolean { return this.moved.size > 0; }
 

@@ -153,6 +153,20 @@ export class FsWriter implements TransactionHost {
     try {
       rounds = await settle(t, this.target);
       t.tree.flush();
+      if (t.pending.size === 0) {
+        // only reads happened: there is nothing to commit, and a new
+        // superblock generation over an unchanged root tree would not verify
+        this.txn = undefined;
+        this.info.reader.overlay = undefined;
+        this.info.reader.ctx.superGeneration = this.info.sb.generation;
+        return undefined;
+      }
+      if (t.rootTree.generation !== t.generation) {
+        // the superblock's generation is its root tree's: make the root tree part of this commit
+        await t.touchRootTree();
+        rounds += await settle(t, this.target);
+        t.tree.flush();
+      }
       sb = await buildSuperblock(t, this.space);
     } catch (e) {
       t.poisoned = e;

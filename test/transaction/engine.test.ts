@@ -194,6 +194,12 @@ describe('write engine: transactions over a kernel-made image', function () {
     const fsys = await Filesystem.open(img);
     await fsys.readdir('/');
     await fsys.close();
+    // a transaction that only read commits nothing
+    const w2 = await FsWriter.open(await FileDevice.open(img, {}));
+    const t = w2.transaction();
+    for await (const _ of t.iter(5n)) void _;
+    expect(await w2.commit()).to.equal(undefined);
+    await w2.close();
     expect(createHash('sha256').update(await fs.readFile(img)).digest('hex')).to.equal(before);
   });
 });
