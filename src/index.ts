@@ -24,3 +24,9 @@ export {
   checkImage, formatFinding, reportToJson,
   type CheckOptions, type CheckReport, type Finding, type Severity, type CheckStats,
 } from './check/index.js';
+
+// --- mkfs (a new, empty filesystem) ----------------------------------------------
+export {
+  mkfs, detectExistingSignature, minDeviceBytes,
+  type MkfsOptions, type MkfsResult, type MkfsBlockGroup, type MkfsCsum, type MetadataProfile,
+} from './mkfs/index.js';

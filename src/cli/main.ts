@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import { register as registerInspect } from './commands/inspect.js';
 import { register as registerFiles } from './commands/files.js';
 import { register as registerCheck } from './commands/check.js';
+import { register as registerMkfs } from './commands/mkfs.js';
 import { fail } from './util.js';
 
 const require = createRequire(import.meta.url);
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerInspect(program);
   registerFiles(program);
   registerCheck(program);
+  registerMkfs(program);
   return program;
 }
 
