@@ -138,15 +138,23 @@ export class SpaceManager {
 
   /**
    * `len` bytes (or, for data, at least `minLen` of them) in a group of
-   * `kind`, aligned to `align`; a new chunk when no group has room.
-   * ENOSPC when the device has no room for one either.
+   * `kind`, aligned to `align`; a new chunk when no group has room for all
+   * `len`. Shorter only when the device has no room for that chunk (the
+   * kernel's order: find_free_extent allocates a chunk before
+   * btrfs_reserve_extent shrinks the request). ENOSPC when nothing fits.
    */
   async allocate(kind: SpaceKind, len: bigint, minLen: bigint, align: bigint): Promise<{ start: bigint; len: bigint }> {
-    for (let pass = 0; pass < 2; pass++) {
-      const got = await this.tryGroups(kind, len, minLen, align);
-      if (got) return got;
-      if (pass === 0) this.newChunk(kind, len);
+    const whole = await this.tryGroups(kind, len, len, align);
+    if (whole) return whole;
+    let grew = true;
+    try {
+      this.newChunk(kind, len);
+    } catch (e) {
+      if (!(e instanceof BtrfsError && e.code === 'ENOSPC')) throw e;
+      grew = false;
     }
+    const got = (grew ? await this.tryGroups(kind, len, len, align) : undefined) ?? await this.tryGroups(kind, len, minLen, align);
+    if (got) return got;
     throw new BtrfsError('ENOSPC', `no ${kind} space for ${len} bytes`);
   }
 

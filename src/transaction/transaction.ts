@@ -416,9 +416,11 @@ export class Transaction implements TreeStore, TreeItems {
 
   /**
    * Writes `data` (whole sectors) at logical `bytenr` of an extent allocated
-   * in this transaction, to every copy, and records its checksums.
+   * in this transaction, to every copy, and records its checksums — unless
+   * `csum` is false: data of NODATASUM inodes has none, and btrfs check
+   * calls checksums there an error.
    */
-  async writeData(bytenr: bigint, data: Buffer): Promise<void> {
+  async writeData(bytenr: bigint, data: Buffer, opts: { csum?: boolean } = {}): Promise<void> {
     const sec = this.sectorsize;
     if (data.length === 0 || data.length % sec !== 0) throw new BtrfsError('EINVAL', `data write of ${data.length} bytes is not whole sectors`);
     const info = this.host.info;
@@ -426,6 +428,7 @@ export class Transaction implements TreeStore, TreeItems {
       if (c.devid !== info.sb.dev_item.devid) throw new BtrfsError('ENOTSUP', `logical ${bytenr} lives on device ${c.devid}`);
       await info.device.write(Number(c.physical), data);
     }
+    if (opts.csum === false) return;
     const cs = info.csumSize;
     const csums = Buffer.alloc((data.length / sec) * cs);
     for (let i = 0, o = 0; i < data.length; i += sec, o += cs) checksum(this.csumType, data.subarray(i, i + sec)).copy(csums, o, 0, cs);
