@@ -30,3 +30,15 @@ export {
   mkfs, detectExistingSignature, minDeviceBytes,
   type MkfsOptions, type MkfsResult, type MkfsBlockGroup, type MkfsCsum, type MetadataProfile,
 } from './mkfs/index.js';
+
+// --- send streams: the format, and receive --dump ---------------------------------
+export * from './format/send-stream.js';
+export {
+  decodeOp, validateOp, readOps, checkRelativePath, PATH_MAX, NAME_MAX, MAX_FILE_SIZE,
+  type SendOp, type SendOpName, type SendTime, type SendStreamItem, type DecodeOpOptions,
+} from './receive/parse.js';
+export {
+  dumpSendStream, dumpSendStreamToBuffer, DumpPrinter, escapeDumpPath, formatDumpTime,
+  type DumpOptions, type DumpResult, type DumpSink,
+} from './receive/dump.js';
+
