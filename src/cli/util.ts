@@ -16,10 +16,18 @@ export async function withImage<T>(image: string, fn: (fs: Filesystem) => Promis
 
 /** Writes to stdout honouring backpressure, and stops quietly if the reader went away (e.g. `| head`). */
 export function write(s: string | Buffer): Promise<void> {
+  if (process.stdout.write(s)) return Promise.resolve();
   return new Promise((resolve, reject) => {
-    if (process.stdout.write(s)) resolve();
-    else process.stdout.once('drain', resolve);
-    process.stdout.once('error', reject);
+    // listeners only while waiting, so thousands of writes leave none behind
+    const done = (e?: Error): void => {
+      process.stdout.off('drain', onDrain);
+      process.stdout.off('error', done);
+      if (e) reject(e);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    process.stdout.once('drain', onDrain);
+    process.stdout.once('error', done);
   });
 }
 
