@@ -73,12 +73,13 @@ const MAX_BUFFER = 2 ** 31 - 1;
 
 
 export class Filesystem {
-  private readonly roots: Map<bigint, RootLocation>;
-  private readonly files: FileReader;
+  /** root locations by subvolume id; a writer clears it when its trees move */
+  protected readonly roots: Map<bigint, RootLocation>;
+  protected files: FileReader;
 
-  private constructor(
+  protected constructor(
     readonly info: FsInfo,
-    private readonly device: BlockDevice,
+    protected readonly device: BlockDevice,
     /** the subvolume paths are relative to */
     readonly base: bigint,
     shared?: { roots: Map<bigint, RootLocation>; files: FileReader },
@@ -100,15 +101,42 @@ export class Filesystem {
     }
   }
 
+  /**
+   * A view of an FsInfo someone else owns (a writer's, showing its running
+   * transaction): nothing is cached across calls beyond this object, and
+   * closing the view is the owner's business, not the view's.
+   */
+  static view(info: FsInfo, device: BlockDevice, base: bigint = OBJ.FS_TREE): Filesystem {
+    return new Filesystem(info, device, base);
+  }
+
   async close(): Promise<void> {
     await this.device.close();
   }
 
+  /**
+   * Brings the view up to date before a public method reads anything. A
+   * read-only filesystem has nothing to do; a writer makes its running
+   * transaction visible here.
+   */
+  protected async ready(): Promise<void> {}
+
+  /**
+   * Runs one public operation. Every public method goes through here, so a
+   * subclass can serialize operations and refresh the view in one place.
+   */
+  protected async run<T>(fn: () => Promise<T>): Promise<T> {
+    await this.ready();
+    return fn();
+  }
+
   /** The same filesystem with paths relative to subvolume `id` (ENOENT if there is none). */
   async at(id: bigint | number): Promise<Filesystem> {
-    const sub = new Filesystem(this.info, this.device, BigInt(id), { roots: this.roots, files: this.files });
-    await sub.rootOf(BigInt(id));
-    return sub;
+    return this.run(async () => {
+      const sub = new Filesystem(this.info, this.device, BigInt(id), { roots: this.roots, files: this.files });
+      await sub.rootOf(BigInt(id));
+      return sub;
+    });
   }
 
   get label(): string {
@@ -116,6 +144,10 @@ export class Filesystem {
   }
 
   async rootOf(subvol: bigint, path?: string): Promise<RootLocation> {
+    return this.run(() => this.rootOfNow(subvol, path));
+  }
+
+  private async rootOfNow(subvol: bigint, path?: string): Promise<RootLocation> {
     const hit = this.roots.get(subvol);
     if (hit) return hit;
     const r = await this.info.findRoot(subvol);
@@ -125,11 +157,11 @@ export class Filesystem {
   }
 
   listSubvolumes(): Promise<SubvolumeInfo[]> {
-    return listSubvolumes(this.info);
+    return this.run(() => listSubvolumes(this.info));
   }
 
   getDefaultSubvolume(): Promise<bigint> {
-    return defaultSubvolume(this.info);
+    return this.run(() => defaultSubvolume(this.info));
   }
 
   /**
@@ -153,9 +185,22 @@ export class Filesystem {
    * from this view's base subvolume, as they would in a mount of it.
    */
   async resolve(path: string, follow = false): Promise<Resolved> {
+    return this.run(async () => {
+      const chain = await this.walk(path, follow);
+      return { ...chain[chain.length - 1]!, path };
+    });
+  }
+
+  /**
+   * Like resolve(), but returns every directory passed on the way: the base
+   * subvolume's root first, the resolved inode last. After symlinks and
+   * `..` are taken, this is the inode's real ancestry (what the kernel's
+   * rename checks for loops). Call inside run().
+   */
+  protected async walk(path: string, follow = false): Promise<Resolved[]> {
     if (typeof path !== 'string') throw new BtrfsError('EINVAL', 'path must be a string');
     const pending = path.split('/').filter((c) => c !== '' && c !== '.');
-    const baseRoot = await this.rootOf(this.base, path);
+    const baseRoot = await this.rootOfNow(this.base, path);
     const stack: Resolved[] = [{ path, subvol: this.base, root: baseRoot, ino: ROOT_DIR_INO, item: await readInodeItem(this.info, baseRoot, ROOT_DIR_INO, path) }];
     let links = 0;
     while (pending.length) {
@@ -181,7 +226,7 @@ export class Filesystem {
       }
       stack.push(next);
     }
-    return { ...stack[stack.length - 1]!, path };
+    return stack;
   }
 
   /**
@@ -210,42 +255,52 @@ export class Filesystem {
   }
 
   async lstat(path: string): Promise<Stats> {
-    return this.statOf(await this.resolve(path, false));
+    return this.run(async () => {
+      return this.statOf(await this.resolve(path, false));
+    });
   }
 
   async stat(path: string): Promise<Stats> {
-    return this.statOf(await this.resolve(path, true));
+    return this.run(async () => {
+      return this.statOf(await this.resolve(path, true));
+    });
   }
 
   async exists(path: string): Promise<boolean> {
-    try {
-      await this.resolve(path, false);
-      return true;
-    } catch (e) {
-      if (e instanceof BtrfsError && (e.code === 'ENOENT' || e.code === 'ENOTDIR')) return false;
-      throw e;
-    }
+    return this.run(async () => {
+      try {
+        await this.resolve(path, false);
+        return true;
+      } catch (e) {
+        if (e instanceof BtrfsError && (e.code === 'ENOENT' || e.code === 'ENOTDIR')) return false;
+        throw e;
+      }
+    });
   }
 
   /** Entries of a directory in readdir order (DIR_INDEX order), without . and .. */
   async readdir(path: string): Promise<string[]>;
   async readdir(path: string, opts: { withFileTypes: true }): Promise<Dirent[]>;
   async readdir(path: string, opts: { withFileTypes?: boolean } = {}): Promise<string[] | Dirent[]> {
-    const r = await this.resolve(path, true);
-    const ents = await this.direntsOf(r);
-    return opts.withFileTypes ? ents : ents.map((e) => e.name);
+    return this.run(async () => {
+      const r = await this.resolve(path, true);
+      const ents = await this.direntsOf(r);
+      return opts.withFileTypes ? ents : ents.map((e) => e.name);
+    });
   }
 
   /** Directory entries of an already resolved directory. */
   async direntsOf(r: Resolved): Promise<Dirent[]> {
-    if ((r.item.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError('ENOTDIR', 'not a directory', { path: r.path, syscall: 'scandir' });
-    if (r.placeholder) return [];
-    const out: Dirent[] = [];
-    for await (const e of listDir(this.info, r.root, r.ino)) {
-      const isSub = e.location.type === KEY.ROOT_ITEM;
-      out.push(new Dirent(e.name.toString('utf8'), FT_NAMES[e.type] ?? 'unknown', isSub ? ROOT_DIR_INO : e.location.objectid, isSub ? e.location.objectid : r.subvol, e.name));
-    }
-    return out;
+    return this.run(async () => {
+      if ((r.item.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError('ENOTDIR', 'not a directory', { path: r.path, syscall: 'scandir' });
+      if (r.placeholder) return [];
+      const out: Dirent[] = [];
+      for await (const e of listDir(this.info, r.root, r.ino)) {
+        const isSub = e.location.type === KEY.ROOT_ITEM;
+        out.push(new Dirent(e.name.toString('utf8'), FT_NAMES[e.type] ?? 'unknown', isSub ? ROOT_DIR_INO : e.location.objectid, isSub ? e.location.objectid : r.subvol, e.name));
+      }
+      return out;
+    });
   }
 
   /**
@@ -253,9 +308,11 @@ export class Filesystem {
    * carries (no second lookup of the name).
    */
   async entry(dir: Resolved, d: Dirent): Promise<Resolved> {
-    const path = dir.path === '/' ? `/${d.name}` : `${dir.path}/${d.name}`;
-    const location = d.subvol !== dir.subvol ? key(d.subvol, KEY.ROOT_ITEM, 0n) : key(d.ino, KEY.INODE_ITEM, 0n);
-    return this.follow(dir, location, path);
+    return this.run(async () => {
+      const path = dir.path === '/' ? `/${d.name}` : `${dir.path}/${d.name}`;
+      const location = d.subvol !== dir.subvol ? key(d.subvol, KEY.ROOT_ITEM, 0n) : key(d.ino, KEY.INODE_ITEM, 0n);
+      return this.follow(dir, location, path);
+    });
   }
 
   /**
@@ -276,7 +333,9 @@ export class Filesystem {
 
   /** Resolves the child `name` of a resolved directory without re-walking the path. */
   async child(dir: Resolved, name: string): Promise<Resolved> {
-    return this.resolveFrom(dir, name);
+    return this.run(async () => {
+      return this.resolveFrom(dir, name);
+    });
   }
 
   private async resolveFrom(dir: Resolved, name: string): Promise<Resolved> {
@@ -295,9 +354,11 @@ export class Filesystem {
   }
 
   async readlink(path: string): Promise<string> {
-    const r = await this.resolve(path, false);
-    if ((r.item.mode & S_IFMT) !== S_IFLNK) throw new BtrfsError('EINVAL', 'not a symbolic link', { path, syscall: 'readlink' });
-    return (await this.symlinkTarget(r.root, r.ino, r.item, path)).toString('utf8');
+    return this.run(async () => {
+      const r = await this.resolve(path, false);
+      if ((r.item.mode & S_IFMT) !== S_IFLNK) throw new BtrfsError('EINVAL', 'not a symbolic link', { path, syscall: 'readlink' });
+      return (await this.symlinkTarget(r.root, r.ino, r.item, path)).toString('utf8');
+    });
   }
 
   /** i_size as a JS number; EFBIG past 2^53 (no host file or buffer can hold that). */
@@ -316,35 +377,56 @@ export class Filesystem {
 
   /** The whole file (following symlinks), as a Buffer or decoded string. */
   async readFile(path: string, opts?: BufferEncoding | { encoding?: BufferEncoding | null }): Promise<Buffer | string> {
-    const r = await this.resolve(path, true);
-    this.regular(r, 'open');
-    const size = this.sizeOf(r);
-    if (size > MAX_BUFFER) {
-      throw new BtrfsError('EFBIG', `file is ${size} bytes, too large for one buffer: use createReadStream() or read()`, { path, syscall: 'read' });
-    }
-    const data = await this.files.read(r.root, r.ino, 0, size, path);
-    const enc = typeof opts === 'string' ? opts : opts?.encoding;
-    return enc ? data.toString(enc) : data;
+    return this.run(async () => {
+      const r = await this.resolve(path, true);
+      this.regular(r, 'open');
+      const size = this.sizeOf(r);
+      if (size > MAX_BUFFER) {
+        throw new BtrfsError('EFBIG', `file is ${size} bytes, too large for one buffer: use createReadStream() or read()`, { path, syscall: 'read' });
+      }
+      const data = await this.files.read(r.root, r.ino, 0, size, path);
+      const enc = typeof opts === 'string' ? opts : opts?.encoding;
+      return enc ? data.toString(enc) : data;
+    });
   }
 
   /** Bytes [position, position+length) of a file, short at end of file like pread. */
   async read(path: string, position: number, length: number): Promise<Buffer> {
-    const r = await this.resolve(path, true);
-    this.regular(r, 'read');
-    if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0) {
-      throw new BtrfsError('EINVAL', `bad range ${position}+${length}`, { path, syscall: 'read' });
-    }
-    const size = this.sizeOf(r);
-    const start = Math.min(position, size);
-    const end = Math.min(position + length, size);
-    if (end - start > MAX_BUFFER) throw new BtrfsError('EFBIG', `read of ${end - start} bytes is too large for one buffer`, { path, syscall: 'read' });
-    return this.files.read(r.root, r.ino, start, end, path);
+    return this.run(async () => {
+      const r = await this.resolve(path, true);
+      this.regular(r, 'read');
+      if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0) {
+        throw new BtrfsError('EINVAL', `bad range ${position}+${length}`, { path, syscall: 'read' });
+      }
+      const size = this.sizeOf(r);
+      const start = Math.min(position, size);
+      const end = Math.min(position + length, size);
+      if (end - start > MAX_BUFFER) throw new BtrfsError('EFBIG', `read of ${end - start} bytes is too large for one buffer`, { path, syscall: 'read' });
+      return this.files.read(r.root, r.ino, start, end, path);
+    });
   }
 
   /** Data and hole pieces of a resolved regular file, in order, for streaming and sparse extraction. */
   pieces(r: Resolved, start = 0, end?: number): AsyncGenerator<FilePiece> {
     const size = this.sizeOf(r);
-    return this.files.pieces(r.root, r.ino, start, Math.min(end ?? size, size), r.path);
+    return this.stepwise(this.files.pieces(r.root, r.ino, start, Math.min(end ?? size, size), r.path));
+  }
+
+  /** `gen` with each step run as one operation (see run()): a writer's changes may land between steps. */
+  private async *stepwise<T>(gen: AsyncGenerator<T>): AsyncGenerator<T> {
+    let done = false;
+    try {
+      for (;;) {
+        const step = await this.run(() => gen.next());
+        if (step.done) {
+          done = true;
+          return;
+        }
+        yield step.value;
+      }
+    } finally {
+      if (!done) await gen.return(undefined);
+    }
   }
 
   /** A readable stream of a file's bytes ([start, end] inclusive, like fs.createReadStream). */
@@ -366,23 +448,29 @@ export class Filesystem {
   }
 
   async listxattr(path: string): Promise<string[]> {
-    const r = await this.resolve(path, false);
-    if (r.placeholder) return [];
-    return (await listXattrs(this.info, r.root, r.ino)).map((x) => x.name);
+    return this.run(async () => {
+      const r = await this.resolve(path, false);
+      if (r.placeholder) return [];
+      return (await listXattrs(this.info, r.root, r.ino)).map((x) => x.name);
+    });
   }
 
   /** All xattrs with values, in one walk. */
   async xattrs(path: string | Resolved): Promise<{ name: string; value: Buffer }[]> {
-    const r = typeof path === 'string' ? await this.resolve(path, false) : path;
-    if (r.placeholder) return [];
-    return listXattrs(this.info, r.root, r.ino);
+    return this.run(async () => {
+      const r = typeof path === 'string' ? await this.resolve(path, false) : path;
+      if (r.placeholder) return [];
+      return listXattrs(this.info, r.root, r.ino);
+    });
   }
 
   async getxattr(path: string, name: string): Promise<Buffer> {
-    const r = await this.resolve(path, false);
-    const v = r.placeholder ? undefined : await getXattr(this.info, r.root, r.ino, name);
-    if (v === undefined) throw new BtrfsError('ENODATA', `no xattr ${name}`, { path, syscall: 'getxattr' });
-    return v;
+    return this.run(async () => {
+      const r = await this.resolve(path, false);
+      const v = r.placeholder ? undefined : await getXattr(this.info, r.root, r.ino, name);
+      if (v === undefined) throw new BtrfsError('ENODATA', `no xattr ${name}`, { path, syscall: 'getxattr' });
+      return v;
+    });
   }
 
   /** Stats of a resolved inode. */
