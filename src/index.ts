@@ -42,3 +42,6 @@ export {
   type DumpOptions, type DumpResult, type DumpSink,
 } from './receive/dump.js';
 
+// --- subvolumes: create, snapshot, delete, sync, read-only, default --------------------
+export { Subvolumes } from './subvol/api.js';
+export { RootLocks, RootItemLock, type RootGuard } from './subvol/root-lock.js';

@@ -10,6 +10,7 @@ import { register as registerInspect } from './commands/inspect.js';
 import { register as registerFiles } from './commands/files.js';
 import { register as registerCheck } from './commands/check.js';
 import { register as registerMkfs } from './commands/mkfs.js';
+import { register as registerProperty } from './commands/subvolume.js';
 import { register as registerReceive } from './commands/receive.js';
 import { fail } from './util.js';
 
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerFiles(program);
   registerCheck(program);
   registerMkfs(program);
+  registerProperty(program);
   registerReceive(program);
   return program;
 }

@@ -1,4 +1,5 @@
 /** Reading commands: subvolume list, ls, cat, get. Paths are absolute from the top-level subvolume. */
+import { registerSubvolumeWrites } from './subvolume.js';
 import type { Command } from 'commander';
 import { extract, type Filesystem, type Stats, BtrfsError } from '../../index.js';
 import { withImage, write } from '../util.js';
@@ -63,6 +64,7 @@ async function listOne(fs: Filesystem, path: string, long: boolean, recursive: b
 
 export function register(program: Command): void {
   const sub = program.command('subvolume').description('subvolume commands');
+  registerSubvolumeWrites(sub);
   sub
     .command('list')
     .description('list subvolumes and snapshots, like btrfs subvolume list')
