@@ -42,6 +42,9 @@ export {
   type DumpOptions, type DumpResult, type DumpSink,
 } from './receive/dump.js';
 
+// --- send (a read-only snapshot as a stream, full or incremental) -------------------
+export { send, type SendOptions, type SendStats } from './send/index.js';
+
 // --- subvolumes: create, snapshot, delete, sync, read-only, default --------------------
 export { Subvolumes } from './subvol/api.js';
 export { RootLocks, RootItemLock, type RootGuard } from './subvol/root-lock.js';

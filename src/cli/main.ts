@@ -12,6 +12,7 @@ import { register as registerCheck } from './commands/check.js';
 import { register as registerMkfs } from './commands/mkfs.js';
 import { register as registerProperty } from './commands/subvolume.js';
 import { register as registerReceive } from './commands/receive.js';
+import { register as registerSend } from './commands/send.js';
 import { fail } from './util.js';
 
 const require = createRequire(import.meta.url);
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerMkfs(program);
   registerProperty(program);
   registerReceive(program);
+  registerSend(program);
   return program;
 }
 
