@@ -48,3 +48,10 @@ export { send, type SendOptions, type SendStats } from './send/index.js';
 // --- subvolumes: create, snapshot, delete, sync, read-only, default --------------------
 export { Subvolumes } from './subvol/api.js';
 export { RootLocks, RootItemLock, type RootGuard } from './subvol/root-lock.js';
+
+// --- writing: the POSIX layer over transactions ------------------------------------
+export {
+  WritableFilesystem, toTimespec, kernelRdev,
+  type WritableOpenOptions, type CreateOptions, type TimeInput,
+} from './fs/writable.js';
+export { FsWriter, type CommitStats, type WriterOptions } from './transaction/writer.js';

@@ -29,6 +29,8 @@ import { FileDevice } from '../device/file-device.js';
 import { FsWriter, type WriterOptions } from '../transaction/writer.js';
 import type { Transaction } from '../transaction/transaction.js';
 import { Filesystem, type Resolved, type Dirent } from './filesystem.js';
+import { Subvolumes } from '../subvol/api.js';
+import type { RootLocks } from '../subvol/root-lock.js';
 import type { Stats } from './stats.js';
 import type { SubvolumeInfo } from './subvolumes.js';
 import { writeFileData, fileWriter, truncateFileData, dropFileData, writeSymlinkTarget } from './file-write.js';
@@ -81,6 +83,7 @@ interface ParentRef { dir: Resolved; name: Buffer; path: string }
 export class WritableFilesystem {
   private queue: Promise<unknown> = Promise.resolve();
   private counters = new Counters();
+  private subvolAdmin: Subvolumes | undefined;
   private closed = false;
 
   private constructor(
@@ -224,13 +227,13 @@ export class WritableFilesystem {
             if ((r.item.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError(i === parts.length ? 'EEXIST' : 'ENOTDIR', 'not a directory', { syscall: 'mkdir', path: sub });
             continue;
           }
-          await this.create(t, await this.parent(v, sub, 'mkdir'), this.mode(S_IFDIR, opts.mode, 0o777), opts);
+          await this.create(t, await this.parent(v, sub, 'mkdir'), this.mode(S_IFDIR, opts.mode, 0o777) & ~0o6000, opts);
         }
         return;
       }
       const p = await this.parent(await this.view(), path, 'mkdir');
       await this.mustNotExist(t, p, 'mkdir');
-      await this.create(t, p, this.mode(S_IFDIR, opts.mode, 0o777), opts);
+      await this.create(t, p, this.mode(S_IFDIR, opts.mode, 0o777) & ~0o6000, opts);
     });
   }
 
@@ -248,7 +251,8 @@ export class WritableFilesystem {
 
   mknod(path: string, mode: number, rdev: number | bigint = 0, opts: CreateOptions = {}): Promise<void> {
     return this.run('mknod', path, async (t) => {
-      const type = mode & S_IFMT;
+      const type = (mode & S_IFMT) || S_IFREG;
+      if (type === S_IFDIR) throw new BtrfsError('EPERM', 'mknod cannot make directories', { syscall: 'mknod', path });
       if (![S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFREG].includes(type)) throw new BtrfsError('EINVAL', 'mknod makes devices, fifos, sockets and regular files', { syscall: 'mknod', path });
       const p = await this.parent(await this.view(), path, 'mknod');
       await this.mustNotExist(t, p, 'mknod');
@@ -260,11 +264,12 @@ export class WritableFilesystem {
   link(existing: string, newPath: string): Promise<void> {
     return this.run('link', newPath, async (t) => {
       const v = await this.view();
+      // the kernel looks the new name up before judging the source (EEXIST/ENOENT before EPERM)
       const src = await v.resolve(existing, false);
-      if ((src.item.mode & S_IFMT) === S_IFDIR) throw new BtrfsError('EPERM', 'hard link to a directory', { syscall: 'link', path: existing });
       const p = await this.parent(v, newPath, 'link');
-      if (p.dir.subvol !== src.subvol) throw new BtrfsError('EXDEV', 'cross-subvolume link', { syscall: 'link', path: newPath });
       await this.mustNotExist(t, p, 'link');
+      if ((src.item.mode & S_IFMT) === S_IFDIR) throw new BtrfsError('EPERM', 'hard link to a directory', { syscall: 'link', path: existing });
+      if (p.dir.subvol !== src.subvol) throw new BtrfsError('EXDEV', 'cross-subvolume link', { syscall: 'link', path: newPath });
       const item = await readInode(t, src.subvol, src.ino);
       if (item.nlink >= LINK_MAX) throw new BtrfsError('EMLINK', 'too many links', { syscall: 'link', path: existing });
       const now = this.now();
@@ -334,12 +339,17 @@ export class WritableFilesystem {
       const isDir = (item.mode & S_IFMT) === S_IFDIR;
       const dst = await findEntry(t, tree, to.dir.ino, to.name);
       if (dst && dst.location.type === KEY.INODE_ITEM && dst.location.objectid === ino) return; // same inode: POSIX says do nothing
-      if (isDir) {
-        // a directory may not move into its own subtree
-        for (let d: bigint | undefined = to.dir.ino; d !== undefined && d !== ROOT_DIR_INO; d = await parentOf(t, tree, d)) {
-          if (d === ino) throw new BtrfsError('EINVAL', 'cannot move a directory into itself', { syscall: 'rename', path: newPath });
-        }
-        if (to.dir.ino === ino) throw new BtrfsError('EINVAL', 'cannot move a directory into itself', { syscall: 'rename', path: newPath });
+      // the kernel's lock_rename "trap": the source may not be an ancestor of
+      // the target (EINVAL), nor the target an ancestor of the source
+      // (ENOTEMPTY), both judged before the entries' types
+      const ancestors = async (from: bigint): Promise<Set<bigint>> => {
+        const seen = new Set<bigint>();
+        for (let d: bigint | undefined = from; d !== undefined; d = d === ROOT_DIR_INO ? undefined : await parentOf(t, tree, d)) seen.add(d);
+        return seen;
+      };
+      if (isDir && (await ancestors(to.dir.ino)).has(ino)) throw new BtrfsError('EINVAL', 'cannot move a directory into itself', { syscall: 'rename', path: newPath });
+      if (dst && dst.location.type === KEY.INODE_ITEM && (await ancestors(from.dir.ino)).has(dst.location.objectid)) {
+        throw new BtrfsError('ENOTEMPTY', 'directory not empty', { syscall: 'rename', path: newPath });
       }
       if (dst) {
         if (dst.location.type === KEY.ROOT_ITEM) throw new BtrfsError(isDir ? 'EPERM' : 'EISDIR', 'target is a subvolume', { syscall: 'rename', path: newPath });
@@ -361,13 +371,23 @@ export class WritableFilesystem {
 
   // --- file data ------------------------------------------------------------
   /** Resolves a regular file for writing (following symlinks), creating it when asked. */
-  private async openFile(t: Transaction, path: string, syscall: string, create: CreateOptions | undefined, excl = false): Promise<{ subvol: bigint; ino: bigint; item: InodeItem }> {
+  private async openFile(t: Transaction, path: string, syscall: string, create: CreateOptions | undefined, excl = false, depth = 0): Promise<{ subvol: bigint; ino: bigint; item: InodeItem }> {
     const v = await this.view();
     let r: Resolved | undefined;
     try {
       r = await v.resolve(path, true);
     } catch (e) {
       if (!isBtrfsError(e, 'ENOENT') || !create) throw e;
+      // O_CREAT through a dangling symlink creates its target, as Linux does
+      let link: Resolved | undefined;
+      try { link = await v.resolve(path, false); } catch { /* the name itself is missing */ }
+      if (link && (link.item.mode & S_IFMT) === S_IFLNK) {
+        if (excl) throw new BtrfsError('EEXIST', 'file already exists', { syscall, path });
+        if (depth >= 40) throw new BtrfsError('ELOOP', 'too many levels of symbolic links', { syscall, path });
+        const target = await v.readlink(path);
+        const dir = path.split('/').slice(0, -1).join('/') || '/';
+        return this.openFile(t, target.startsWith('/') ? target : `${dir}/${target}`, syscall, create, excl, depth + 1);
+      }
     }
     if (r) {
       if (excl) throw new BtrfsError('EEXIST', 'file already exists', { syscall, path });
@@ -484,9 +504,15 @@ export class WritableFilesystem {
     return this.run(syscall, path, async (t) => {
       const nb = Buffer.from(name, 'utf8');
       if (nb.length === 0 || nb.length > NAME_LEN) throw new BtrfsError('ERANGE', 'bad xattr name length', { syscall, path });
-      if (!/^(user|trusted|security|system|btrfs)\./.test(name)) throw new BtrfsError('EOPNOTSUPP', `unsupported xattr namespace in '${name}'`, { syscall, path });
+      const ns = /^(user|trusted|security|system|btrfs)\./.exec(name)?.[1];
+      // what the kernel's xattr handlers accept (system.* is POSIX ACLs, which tsbtrfs does not interpret)
+      if (!ns || ns === 'system') throw new BtrfsError('EOPNOTSUPP', `unsupported xattr namespace in '${name}'`, { syscall, path });
+      if (nb.length === ns.length + 1) throw new BtrfsError('EINVAL', 'empty xattr name', { syscall, path });
+      if (ns === 'btrfs' && name !== 'btrfs.compression') throw new BtrfsError('EINVAL', `unknown btrfs property '${name}'`, { syscall, path });
       const r = await (await this.view()).resolve(path, follow);
       if (r.placeholder) throw new BtrfsError('EPERM', 'a subvolume placeholder', { syscall, path });
+      const ty = r.item.mode & S_IFMT;
+      if (ns === 'user' && ty !== S_IFREG && ty !== S_IFDIR) throw new BtrfsError('EPERM', 'user xattrs only on files and directories', { syscall, path });
       await fn(t, r.subvol, r.ino, nb);
       const item = await readInode(t, r.subvol, r.ino);
       item.ctime = this.now();
@@ -500,6 +526,7 @@ export class WritableFilesystem {
   private doSetxattr(syscall: string, path: string, follow: boolean, name: string, value: Uint8Array | string): Promise<void> {
     const v = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     return this.xattr(syscall, path, follow, name, async (t, tree, ino, nb) => {
+      if (v.length > 65536) throw new BtrfsError('E2BIG', 'xattr value over 64 KiB', { syscall, path });
       if (nb.length + v.length > maxXattrBytes(t.nodesize)) throw new BtrfsError('ENOSPC', 'xattr too large for a tree leaf', { syscall, path });
       await putXattr(t, tree, ino, nb, v);
     });
@@ -540,6 +567,45 @@ export class WritableFilesystem {
       await this.writer.close();
     }
   }
+
+  // --- subvolumes (each commits, as the kernel's ioctls are durable on return) ---
+  private subvols(): Subvolumes {
+    this.subvolAdmin ??= new Subvolumes(this.writer, this.device, this.imagePath);
+    return this.subvolAdmin;
+  }
+
+  createSubvolume(path: string, opts: CreateOptions = {}): Promise<bigint> {
+    return this.exclusive(async () => this.subvols().create(path, { ...opts, mode: opts.mode === undefined ? undefined : opts.mode & ~this.umask }));
+  }
+
+  /** A snapshot of subvolume `source` at `dest` (commits first: shared blocks must be on disk). */
+  snapshot(source: string, dest: string, opts: { readonly?: boolean } = {}): Promise<bigint> {
+    return this.exclusive(async () => this.subvols().snapshot(source, dest, opts));
+  }
+
+  deleteSubvolume(path: string): Promise<bigint> {
+    return this.exclusive(async () => this.subvols().delete(path));
+  }
+
+  /** The cleaner: drops every deleted subvolume (btrfs subvolume sync). */
+  syncSubvolumes(): Promise<bigint[]> {
+    return this.exclusive(async () => this.subvols().sync());
+  }
+
+  setReadOnly(path: string, ro: boolean): Promise<void> {
+    return this.exclusive(async () => this.subvols().setReadOnly(path, ro));
+  }
+
+  isReadOnly(path: string): Promise<boolean> {
+    return this.exclusive(async () => this.subvols().isReadOnly(path));
+  }
+
+  setDefaultSubvolume(pathOrId: string | bigint): Promise<void> {
+    return this.exclusive(async () => this.subvols().setDefault(pathOrId));
+  }
+
+  /** The root_item_locks of this image's subvolumes in this process (send counts itself in here). */
+  get rootLocks(): RootLocks { return this.subvols().locks; }
 
   /** Runs `fn` with the running transaction alone (for the subvolume and receive layers). */
   transact<T>(syscall: string, fn: (t: Transaction, v: () => Promise<Filesystem>) => Promise<T>): Promise<T> {
