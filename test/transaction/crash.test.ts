@@ -20,6 +20,10 @@ import { Filesystem } from '../../src/fs/filesystem.js';
 import { checkImage, formatFinding } from '../../src/check/index.js';
 import { mkfs, btrfsCheck, requireNativeOrSkip } from '../helpers/kernel.js';
 import { addRawFile, removeRawFile, pseudoRandom, type RawFile } from '../helpers/raw-files.js';
+import { createSnapshot } from '../../src/subvol/create.js';
+import { cleanStep } from '../../src/subvol/delete.js';
+import { deleteSubvolume, syncDeleted } from '../../src/subvol/manage.js';
+import { RootLocks } from '../../src/subvol/root-lock.js';
 
 const MiB = 1024 * 1024;
 
@@ -138,5 +142,90 @@ describe('write engine: crash at every write of a commit', function () {
     }
     expect(seen[0]).to.equal('old');
     expect(seen.slice(1).every((s) => s === 'new')).to.equal(true);
+  });
+});
+
+describe('subvolumes: crash at every write of a deletion and of a cleaning step', function () {
+  this.timeout(900_000);
+  let dir: string;
+  let base: Buffer;
+
+  before(async function () {
+    await requireNativeOrSkip(this);
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tsbtrfs-crash-del-'));
+    const img = path.join(dir, 'base.img');
+    await mkfs(img, 128 * MiB, ['-n', '4096']);
+    // a snapshot that shares most of its tree with the top level, and files of its own
+    const w = await FsWriter.open(MemoryDevice.fromBuffer(await fs.readFile(img)));
+    let t = w.transaction();
+    for (let i = 0; i < 400; i++) await addRawFile(t, `f${i}`, i % 8 === 0 ? pseudoRandom(8192, i + 1) : Buffer.alloc(0));
+    await w.commit();
+    t = w.transaction();
+    const snap = await createSnapshot(t, 5n, { parentTree: 5n, parentDir: 256n, name: Buffer.from('snap') }, { sec: 1n, nsec: 0 });
+    await w.commit();
+    t = w.transaction();
+    for (let i = 0; i < 60; i++) await addRawFile(t, `s${i}`, pseudoRandom(4096, 90 + i), 4096, { tree: snap, dir: 256n });
+    await w.commit();
+    base = (w.info.device as MemoryDevice).snapshot();
+    await w.close();
+  });
+  after(async () => {
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  /** Every cut of the commit that `step` ends in opens, checks clean, and can be cleaned to the end. */
+  async function cutEverywhere(prepare: (w: FsWriter) => Promise<void>, step: (w: FsWriter) => Promise<void>): Promise<number> {
+    let cuts = 0;
+    for (const failFlush of [1, 2]) {
+      const dev = new FaultyDevice(MemoryDevice.fromBuffer(Buffer.from(base)), { sectorSize: 4096 });
+      const w = await FsWriter.open(dev);
+      await prepare(w);
+      dev.injectFault({ op: 'flush', nth: failFlush });
+      let failed = false;
+      try { await step(w); } catch { failed = true; }
+      expect(failed).to.equal(true);
+      const n = dev.writesSinceFlush;
+      for (let keep = 0; keep <= n; keep++) {
+        const { bytes } = await dev.crash({ keep, tear: keep > 0, seed: keep });
+        cuts++;
+        const report = await checkImage(MemoryDevice.fromBuffer(bytes, { readOnly: true }));
+        expect(report.findings.filter((f) => f.severity === 'error').map(formatFinding), `flush ${failFlush} keep ${keep}`).to.deep.equal([]);
+        if (keep === n || keep % 20 === 0) {
+          const img = path.join(dir, 'cut.img');
+          await fs.writeFile(img, bytes);
+          const r = await btrfsCheck(img);
+          expect(r.ok, r.output).to.equal(true);
+        }
+        // the cleaner resumes from whatever the cut left and finishes
+        const w2 = await FsWriter.open(MemoryDevice.fromBuffer(Buffer.from(bytes)));
+        const ctx = { writer: w2, locks: new RootLocks(), now: () => ({ sec: 2n, nsec: 0 }) };
+        await syncDeleted(ctx, { budget: 4 });
+        const after = await checkImage(MemoryDevice.fromBuffer((w2.info.device as MemoryDevice).snapshot(), { readOnly: true }));
+        expect(after.findings.filter((f) => f.severity === 'error').map(formatFinding), `after cleaning, flush ${failFlush} keep ${keep}`).to.deep.equal([]);
+        await w2.close();
+      }
+    }
+    return cuts;
+  }
+
+  it('deleting a snapshot: cut anywhere, the image is consistent and cleaning completes', async () => {
+    const cuts = await cutEverywhere(async () => undefined, async (w) => {
+      await deleteSubvolume({ writer: w, locks: new RootLocks(), now: () => ({ sec: 2n, nsec: 0 }) }, 256n);
+    });
+    expect(cuts).to.be.greaterThan(10);
+  });
+
+  it('a cleaning step: cut anywhere, the image is consistent and cleaning resumes', async () => {
+    const cuts = await cutEverywhere(async (w) => {
+      await deleteSubvolume({ writer: w, locks: new RootLocks(), now: () => ({ sec: 2n, nsec: 0 }) }, 256n);
+      const t = w.transaction();
+      await cleanStep(t, 256n, 3);
+      await w.commit();
+    }, async (w) => {
+      const t = w.transaction();
+      await cleanStep(t, 256n, 3);
+      await w.commit();
+    });
+    expect(cuts).to.be.greaterThan(10);
   });
 });
