@@ -39,6 +39,15 @@ export class Subvolumes {
     await this.writer.close();
   }
 
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /** One operation at a time: their transactions share the writer (an abort must not take another's changes). */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const job = this.queue.then(fn);
+    this.queue = job.catch(() => undefined);
+    return job;
+  }
+
   private ctx(): SubvolContext {
     return { writer: this.writer, locks: this.locks, imagePath: this.imagePath, now: () => this.writer.now(), warn: (m) => this.warnings.push(m) };
   }
@@ -68,68 +77,78 @@ export class Subvolumes {
     return r.subvol;
   }
 
-  async create(path: string, opts: { mode?: number; uid?: number; gid?: number } = {}): Promise<bigint> {
-    const link = await this.linkAt(path);
-    const t = this.writer.transaction();
-    try {
-      const id = await createSubvolume(t, link, this.writer.now(), opts);
-      await this.writer.commit();
-      return id;
-    } catch (e) {
-      if (this.writer.dirty) await this.writer.abort();
-      throw e;
-    }
+  create(path: string, opts: { mode?: number; uid?: number; gid?: number } = {}): Promise<bigint> {
+    return this.serial(async () => {
+      const link = await this.linkAt(path);
+      const t = this.writer.transaction();
+      try {
+        const id = await createSubvolume(t, link, this.writer.now(), opts);
+        await this.writer.commit();
+        return id;
+      } catch (e) {
+        if (this.writer.dirty) await this.writer.abort();
+        throw e;
+      }
+    });
   }
 
   /** A snapshot of the subvolume at `source`, linked at `dest`; read-only with `readonly`. */
-  async snapshot(source: string, dest: string, opts: { readonly?: boolean } = {}): Promise<bigint> {
-    const src = await this.idOf(source);
-    const link = await this.linkAt(dest);
-    // blocks of a running transaction are changed in place: none may be shared
-    await this.writer.commit();
-    const t = this.writer.transaction();
-    try {
-      const id = await createSnapshot(t, src, link, this.writer.now(), opts);
+  snapshot(source: string, dest: string, opts: { readonly?: boolean } = {}): Promise<bigint> {
+    return this.serial(async () => {
+      const src = await this.idOf(source);
+      const link = await this.linkAt(dest);
+      // blocks of a running transaction are changed in place: none may be shared
       await this.writer.commit();
+      const t = this.writer.transaction();
+      try {
+        const id = await createSnapshot(t, src, link, this.writer.now(), opts);
+        await this.writer.commit();
+        return id;
+      } catch (e) {
+        if (this.writer.dirty) await this.writer.abort();
+        throw e;
+      }
+    });
+  }
+
+  delete(path: string): Promise<bigint> {
+    return this.serial(async () => {
+      const id = await this.idOf(path);
+      await deleteSubvolume(this.ctx(), id);
       return id;
-    } catch (e) {
-      if (this.writer.dirty) await this.writer.abort();
-      throw e;
-    }
+    });
   }
 
-  async delete(path: string): Promise<bigint> {
-    const id = await this.idOf(path);
-    await deleteSubvolume(this.ctx(), id);
-    return id;
-  }
-
-  async deleteById(id: bigint): Promise<void> {
-    await deleteSubvolume(this.ctx(), id);
+  deleteById(id: bigint): Promise<void> {
+    return this.serial(() => deleteSubvolume(this.ctx(), id));
   }
 
   /** Drops every deleted subvolume's tree; returns the ids cleaned. */
   sync(opts: { budget?: number } = {}): Promise<bigint[]> {
-    return syncDeleted(this.ctx(), opts);
+    return this.serial(() => syncDeleted(this.ctx(), opts));
   }
 
-  async setReadOnly(path: string, ro: boolean): Promise<void> {
-    await setReadOnly(this.ctx(), await this.idOf(path), ro);
+  setReadOnly(path: string, ro: boolean): Promise<void> {
+    return this.serial(async () => setReadOnly(this.ctx(), await this.idOf(path), ro));
   }
 
-  async isReadOnly(path: string): Promise<boolean> {
-    const id = await this.idOf(path);
-    const { item } = await this.writer.transaction().rootItem(id);
-    return isReadOnly(this.locks.peek(id)?.peek().flags ?? item.flags);
+  isReadOnly(path: string): Promise<boolean> {
+    return this.serial(async () => {
+      const id = await this.idOf(path);
+      const { item } = await this.writer.transaction().rootItem(id);
+      return isReadOnly(this.locks.peek(id)?.peek().flags ?? item.flags);
+    });
   }
 
-  async setDefault(pathOrId: string | bigint): Promise<void> {
-    const id = typeof pathOrId === 'bigint' ? pathOrId : await this.idOf(pathOrId);
-    await setDefaultSubvolume(this.ctx(), id);
+  setDefault(pathOrId: string | bigint): Promise<void> {
+    return this.serial(async () => {
+      const id = typeof pathOrId === 'bigint' ? pathOrId : await this.idOf(pathOrId);
+      await setDefaultSubvolume(this.ctx(), id);
+    });
   }
 
   getDefault(): Promise<bigint> {
-    return getDefaultSubvolume(this.writer.transaction());
+    return this.serial(() => getDefaultSubvolume(this.writer.transaction()));
   }
 }
 

@@ -33,6 +33,12 @@ export interface SubvolContext {
   now(): Timespec;
   /** kernel-style warnings (the kernel logs them to dmesg) */
   warn?: (msg: string) => void;
+  /**
+   * Called at the operation's await points (tests drive every interleaving
+   * of concurrent operations through it); it may throw to make the
+   * operation fail there.
+   */
+  point?: (label: string) => Promise<void>;
 }
 
 /** Root ids other processes are sending from, by their live registrations. */
@@ -79,6 +85,7 @@ export async function deleteSubvolume(ctx: SubvolContext, id: bigint): Promise<v
   if ((await getDefaultSubvolume(txn)) === id) throw new BtrfsError('EPERM', `cannot delete subvolume ${id}: it is the default subvolume`);
   if ((await childSubvolumes(txn, id)).length > 0) throw new BtrfsError('ENOTEMPTY', `subvolume ${id} contains other subvolumes`);
   const remote = await remoteSends(ctx);
+  await ctx.point?.('delete:checked');
   const lock = ctx.locks.get(id, flags);
   lock.critical((s) => {
     if (s.sendInProgress === 0 && !remote.has(id)) {
@@ -88,14 +95,19 @@ export async function deleteSubvolume(ctx: SubvolContext, id: bigint): Promise<v
     ctx.warn?.(`attempt to delete subvolume ${id} during send`);
     throw new BtrfsError('EPERM', `subvolume ${id} is being sent`);
   });
+  let changed = false;
   try {
+    await ctx.point?.('delete:dead-set');
     const t = w.transaction();
+    changed = true;
     await t.setRootItem(id, { flags: lock.peek().flags });
     await unlinkSubvolume(t, id, ctx.now());
+    await ctx.point?.('delete:before-commit');
     await w.commit();
   } catch (e) {
     lock.critical((s) => { s.flags &= ~ROOT_FLAG.SUBVOL_DEAD; });
-    if (w.dirty) await w.abort();
+    // only a transaction this deletion touched is thrown away
+    if (changed && w.dirty) await w.abort();
     throw e;
   }
 }
@@ -106,6 +118,7 @@ export async function setReadOnly(ctx: SubvolContext, id: bigint, ro: boolean): 
   const txn = w.transaction();
   const flags = await liveFlags(txn, id);
   const remote = ro ? new Set<bigint>() : await remoteSends(ctx);
+  await ctx.point?.('ro:checked');
   const lock = ctx.locks.get(id, flags);
   const before = lock.critical((s) => {
     const was = s.flags;
@@ -121,12 +134,15 @@ export async function setReadOnly(ctx: SubvolContext, id: bigint, ro: boolean): 
     return was;
   });
   if (before === lock.peek().flags) return;
+  let changed = false;
   try {
+    await ctx.point?.('ro:flags-set');
+    changed = true;
     await w.transaction().setRootItem(id, { flags: lock.peek().flags });
     await w.commit();
   } catch (e) {
     lock.critical((s) => { s.flags = before; });
-    if (w.dirty) await w.abort();
+    if (changed && w.dirty) await w.abort();
     throw e;
   }
 }
