@@ -55,3 +55,4 @@ export {
   type WritableOpenOptions, type CreateOptions, type TimeInput,
 } from './fs/writable.js';
 export { FsWriter, type CommitStats, type WriterOptions } from './transaction/writer.js';
+export { importTree, type ImportOptions, type ImportResult, type ImportProgress } from './fs/import.js';

@@ -11,6 +11,7 @@ import { register as registerFiles } from './commands/files.js';
 import { register as registerCheck } from './commands/check.js';
 import { register as registerMkfs } from './commands/mkfs.js';
 import { register as registerProperty } from './commands/subvolume.js';
+import { register as registerWrite } from './commands/write.js';
 import { register as registerReceive } from './commands/receive.js';
 import { register as registerSend } from './commands/send.js';
 import { fail } from './util.js';
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerCheck(program);
   registerMkfs(program);
   registerProperty(program);
+  registerWrite(program);
   registerReceive(program);
   registerSend(program);
   return program;

@@ -1,6 +1,8 @@
 /** `tsbtrfs mkfs IMAGE`: a new, empty btrfs, like mkfs.btrfs with its defaults; prints the same summary. */
+import fsp from 'node:fs/promises';
+import { Progress } from '../progress.js';
 import { Option, type Command } from 'commander';
-import { mkfs, BtrfsError, type MkfsCsum, type MkfsResult, type MetadataProfile } from '../../index.js';
+import { mkfs, BtrfsError, WritableFilesystem, importTree, type MkfsCsum, type MkfsResult, type MetadataProfile } from '../../index.js';
 import { write } from '../util.js';
 
 const UNITS = ['', 'K', 'M', 'G', 'T', 'P', 'E'];
@@ -74,10 +76,13 @@ export function register(program: Command): void {
     .addOption(new Option('-m, --metadata <profile>', 'metadata profile').choices(['single', 'dup']).default('dup'))
     .option('-U, --uuid <uuid>', 'filesystem uuid (default: random)')
     .option('-f, --force', 'overwrite an existing filesystem or partition table')
-    .action(async (image: string, o: MkfsCliOptions) => {
+    .option('-r, --rootdir <dir>', 'fill the new filesystem with a copy of DIR (its own mode, owner and times go to the root directory)')
+    .action(async (image: string, o: MkfsCliOptions & { rootdir?: string }) => {
       const nodesize = o.nodesize === undefined ? undefined : parseSize(o.nodesize);
+      let size = o.size !== undefined ? parseSize(o.size) : undefined;
+      if (o.rootdir !== undefined && size === undefined && !(await fileExists(image))) size = await sizeFor(o.rootdir);
       const r = await mkfs(image, {
-        ...(o.size !== undefined ? { size: parseSize(o.size) } : {}),
+        ...(size !== undefined ? { size } : {}),
         ...(o.label !== undefined ? { label: o.label } : {}),
         ...(nodesize !== undefined ? { nodesize } : {}),
         ...(o.csum !== undefined ? { csum: o.csum } : {}),
@@ -86,5 +91,42 @@ export function register(program: Command): void {
         force: o.force ?? false,
       });
       await write(summary(r));
+      if (o.rootdir !== undefined) {
+        const fs = await WritableFilesystem.open(image);
+        const bar = Progress.start('import');
+        try {
+          const res = await importTree(fs, [o.rootdir], '/', { contentsOnly: true, onProgress: (p) => bar?.update(p.files, p.bytes) });
+          await fs.close();
+          bar?.stop();
+          for (const w of res.warnings) process.stderr.write(`tsbtrfs: warning: ${w}\n`);
+          await write(`Rootdir from:       ${o.rootdir} (${res.files} files, ${res.dirs} directories, ${res.bytes} bytes)\n`);
+        } catch (e) {
+          bar?.stop();
+          await fs.abort().catch(() => undefined);
+          await fs.close().catch(() => undefined);
+          throw e;
+        }
+      }
     });
+}
+
+async function fileExists(p: string): Promise<boolean> {
+  return fsp.stat(p).then(() => true, () => false);
+}
+
+/** Room for a directory's data and metadata, as mkfs.btrfs --rootdir sizes an image it creates. */
+async function sizeFor(dir: string): Promise<number> {
+  let bytes = 0;
+  let entries = 0;
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
+      entries++;
+      const p = `${d}/${e.name}`;
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) bytes += Math.ceil((await fsp.stat(p)).size / 4096) * 4096;
+    }
+  };
+  await walk(dir);
+  const mib = 1024 * 1024;
+  return Math.ceil((bytes * 1.1 + entries * 2048 * 2 + 256 * mib) / mib) * mib;
 }
