@@ -61,8 +61,8 @@ class Importer {
     if (type !== S_IFLNK) await this.fs.chmod(dst, Number(st.mode) & 0o7777);
     if (this.xattrsOk) {
       for (const name of host.llistxattr(src)) {
-        // the host cannot hold user.* on symlinks either; system.* (ACLs) is not interpreted by tsbtrfs
-        if (name.startsWith('system.')) {
+        // of system.* only POSIX ACLs are stored (as the kernel stores them)
+        if (name.startsWith('system.') && name !== 'system.posix_acl_access' && name !== 'system.posix_acl_default') {
           this.result.warnings.push(`${src}: xattr ${name} not copied`);
           continue;
         }
@@ -120,14 +120,16 @@ class Importer {
         for (let off = 0; off < size; off += CHUNK) {
           const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK, size - off), off);
           let runStart = -1;
-          for (let i = 0; i <= bytesRead; i += SECTOR) {
-            const end = Math.min(i + SECTOR, bytesRead);
-            const zero = i >= bytesRead || buf.subarray(i, end).every((b) => b === 0);
+          // one step past the last (possibly partial) sector closes an open run
+          for (let i = 0; ; i += SECTOR) {
+            const atEnd = i >= bytesRead;
+            const zero = atEnd || buf.subarray(i, Math.min(i + SECTOR, bytesRead)).every((b) => b === 0);
             if (!zero && runStart < 0) runStart = i;
             if (zero && runStart >= 0) {
-              await this.fs.write(dst, Buffer.from(buf.subarray(runStart, i)), off + runStart);
+              await this.fs.write(dst, Buffer.from(buf.subarray(runStart, Math.min(i, bytesRead))), off + runStart);
               runStart = -1;
             }
+            if (atEnd) break;
           }
         }
         await this.fs.truncate(dst, size);

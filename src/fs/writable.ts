@@ -505,8 +505,10 @@ export class WritableFilesystem {
       const nb = Buffer.from(name, 'utf8');
       if (nb.length === 0 || nb.length > NAME_LEN) throw new BtrfsError('ERANGE', 'bad xattr name length', { syscall, path });
       const ns = /^(user|trusted|security|system|btrfs)\./.exec(name)?.[1];
-      // what the kernel's xattr handlers accept (system.* is POSIX ACLs, which tsbtrfs does not interpret)
-      if (!ns || ns === 'system') throw new BtrfsError('EOPNOTSUPP', `unsupported xattr namespace in '${name}'`, { syscall, path });
+      // what the kernel's xattr handlers accept; of system.* only POSIX ACLs,
+      // stored in the kernel's own xattr format (which getfacl and cp -a hand over)
+      const acl = name === 'system.posix_acl_access' || name === 'system.posix_acl_default';
+      if (!ns || (ns === 'system' && !acl)) throw new BtrfsError('EOPNOTSUPP', `unsupported xattr namespace in '${name}'`, { syscall, path });
       if (nb.length === ns.length + 1) throw new BtrfsError('EINVAL', 'empty xattr name', { syscall, path });
       if (ns === 'btrfs' && name !== 'btrfs.compression') throw new BtrfsError('EINVAL', `unknown btrfs property '${name}'`, { syscall, path });
       const r = await (await this.view()).resolve(path, follow);
