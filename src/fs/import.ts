@@ -56,9 +56,6 @@ class Importer {
 
   /** Owner, mode, xattrs, then times: what cp -a restores, in the order that keeps each. */
   async metadata(src: string, dst: string, st: BigIntStats): Promise<void> {
-    const type = Number(st.mode) & S_IFMT;
-    await this.fs.lchown(dst, Number(st.uid), Number(st.gid));
-    if (type !== S_IFLNK) await this.fs.chmod(dst, Number(st.mode) & 0o7777);
     if (this.xattrsOk) {
       for (const name of host.llistxattr(src)) {
         // of system.* only POSIX ACLs are stored (as the kernel stores them)
@@ -69,7 +66,8 @@ class Importer {
         await this.fs.lsetxattr(dst, name, host.lgetxattr(src, name));
       }
     }
-    await this.fs.lutimes(dst, ns(st.atimeNs), ns(st.mtimeNs));
+    // owner before mode (chown clears setuid), times last: one change
+    await this.fs.setattr(dst, { uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) & 0o7777, atime: ns(st.atimeNs), mtime: ns(st.mtimeNs) });
   }
 
   async copy(src: string, dst: string, st?: BigIntStats): Promise<void> {

@@ -28,7 +28,8 @@ import type { BlockDevice } from '../device/block-device.js';
 import { FileDevice } from '../device/file-device.js';
 import { FsWriter, type WriterOptions } from '../transaction/writer.js';
 import type { Transaction } from '../transaction/transaction.js';
-import { Filesystem, type Resolved, type Dirent } from './filesystem.js';
+import { Filesystem, type Dirent } from './filesystem.js';
+import { TxView, type TxResolved } from './tx-view.js';
 import { Subvolumes } from '../subvol/api.js';
 import type { RootLocks } from '../subvol/root-lock.js';
 import type { Stats } from './stats.js';
@@ -78,7 +79,7 @@ export function kernelRdev(userDev: number | bigint): bigint {
   return (major << 20n) | (minor & 0xfffffn);
 }
 
-interface ParentRef { dir: Resolved; name: Buffer; path: string }
+interface ParentRef { dir: TxResolved; name: Buffer; path: string }
 
 export class WritableFilesystem {
   private queue: Promise<unknown> = Promise.resolve();
@@ -171,7 +172,7 @@ export class WritableFilesystem {
   withView<T>(fn: (v: Filesystem) => Promise<T>): Promise<T> { return this.read(fn); }
 
   // --- path helpers ---------------------------------------------------------
-  private async parent(v: Filesystem, path: string, syscall: string): Promise<ParentRef> {
+  private async parent(v: TxView, path: string, syscall: string): Promise<ParentRef> {
     if (typeof path !== 'string' || path.length === 0) throw new BtrfsError('ENOENT', 'no such file or directory', { syscall, path });
     const parts = path.split('/').filter((c) => c !== '' && c !== '.');
     const last = parts.pop();
@@ -220,8 +221,8 @@ export class WritableFilesystem {
         const parts = path.split('/').filter((c) => c !== '' && c !== '.');
         for (let i = 1; i <= parts.length; i++) {
           const sub = '/' + parts.slice(0, i).join('/');
-          const v = await this.view();
-          let r: Resolved | undefined;
+          const v = new TxView(t);
+          let r: TxResolved | undefined;
           try { r = await v.resolve(sub, true); } catch (e) { if (!isBtrfsError(e, 'ENOENT')) throw e; }
           if (r) {
             if ((r.item.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError(i === parts.length ? 'EEXIST' : 'ENOTDIR', 'not a directory', { syscall: 'mkdir', path: sub });
@@ -231,7 +232,7 @@ export class WritableFilesystem {
         }
         return;
       }
-      const p = await this.parent(await this.view(), path, 'mkdir');
+      const p = await this.parent(new TxView(t), path, 'mkdir');
       await this.mustNotExist(t, p, 'mkdir');
       await this.create(t, p, this.mode(S_IFDIR, opts.mode, 0o777) & ~0o6000, opts);
     });
@@ -241,7 +242,7 @@ export class WritableFilesystem {
     return this.run('symlink', path, async (t) => {
       const tb = Buffer.from(target, 'utf8');
       if (tb.length === 0) throw new BtrfsError('ENOENT', 'empty symlink target', { syscall: 'symlink', path });
-      const p = await this.parent(await this.view(), path, 'symlink');
+      const p = await this.parent(new TxView(t), path, 'symlink');
       await this.mustNotExist(t, p, 'symlink');
       const { ino, item } = await this.create(t, p, S_IFLNK | 0o777, opts);
       await writeSymlinkTarget(this.fileCtx(t, { subvol: p.dir.subvol, ino }, item), tb);
@@ -254,7 +255,7 @@ export class WritableFilesystem {
       const type = (mode & S_IFMT) || S_IFREG;
       if (type === S_IFDIR) throw new BtrfsError('EPERM', 'mknod cannot make directories', { syscall: 'mknod', path });
       if (![S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFREG].includes(type)) throw new BtrfsError('EINVAL', 'mknod makes devices, fifos, sockets and regular files', { syscall: 'mknod', path });
-      const p = await this.parent(await this.view(), path, 'mknod');
+      const p = await this.parent(new TxView(t), path, 'mknod');
       await this.mustNotExist(t, p, 'mknod');
       const dev = type === S_IFCHR || type === S_IFBLK ? kernelRdev(rdev) : 0n;
       await this.create(t, p, type | ((mode & 0o7777) & ~this.umask), opts, dev);
@@ -263,7 +264,7 @@ export class WritableFilesystem {
 
   link(existing: string, newPath: string): Promise<void> {
     return this.run('link', newPath, async (t) => {
-      const v = await this.view();
+      const v = new TxView(t);
       // the kernel looks the new name up before judging the source (EEXIST/ENOENT before EPERM)
       const src = await v.resolve(existing, false);
       const p = await this.parent(v, newPath, 'link');
@@ -299,7 +300,7 @@ export class WritableFilesystem {
 
   unlink(path: string): Promise<void> {
     return this.run('unlink', path, async (t) => {
-      const v = await this.view();
+      const v = new TxView(t);
       const p = await this.parent(v, path, 'unlink');
       const d = await findEntry(t, p.dir.subvol, p.dir.ino, p.name);
       if (!d) throw new BtrfsError('ENOENT', 'no such file or directory', { syscall: 'unlink', path });
@@ -312,7 +313,7 @@ export class WritableFilesystem {
 
   rmdir(path: string): Promise<void> {
     return this.run('rmdir', path, async (t) => {
-      const v = await this.view();
+      const v = new TxView(t);
       const p = await this.parent(v, path, 'rmdir');
       const d = await findEntry(t, p.dir.subvol, p.dir.ino, p.name);
       if (!d) throw new BtrfsError('ENOENT', 'no such file or directory', { syscall: 'rmdir', path });
@@ -326,7 +327,7 @@ export class WritableFilesystem {
 
   rename(oldPath: string, newPath: string): Promise<void> {
     return this.run('rename', oldPath, async (t) => {
-      const v = await this.view();
+      const v = new TxView(t);
       const from = await this.parent(v, oldPath, 'rename');
       const to = await this.parent(v, newPath, 'rename');
       const src = await findEntry(t, from.dir.subvol, from.dir.ino, from.name);
@@ -372,14 +373,14 @@ export class WritableFilesystem {
   // --- file data ------------------------------------------------------------
   /** Resolves a regular file for writing (following symlinks), creating it when asked. */
   private async openFile(t: Transaction, path: string, syscall: string, create: CreateOptions | undefined, excl = false, depth = 0): Promise<{ subvol: bigint; ino: bigint; item: InodeItem }> {
-    const v = await this.view();
-    let r: Resolved | undefined;
+    const v = new TxView(t);
+    let r: TxResolved | undefined;
     try {
       r = await v.resolve(path, true);
     } catch (e) {
       if (!isBtrfsError(e, 'ENOENT') || !create) throw e;
       // O_CREAT through a dangling symlink creates its target, as Linux does
-      let link: Resolved | undefined;
+      let link: TxResolved | undefined;
       try { link = await v.resolve(path, false); } catch { /* the name itself is missing */ }
       if (link && (link.item.mode & S_IFMT) === S_IFLNK) {
         if (excl) throw new BtrfsError('EEXIST', 'file already exists', { syscall, path });
@@ -461,12 +462,26 @@ export class WritableFilesystem {
   // --- attributes -----------------------------------------------------------
   private attr(syscall: string, path: string, follow: boolean, change: (item: InodeItem) => void): Promise<void> {
     return this.run(syscall, path, async (t) => {
-      const r = await (await this.view()).resolve(path, follow);
+      const r = await new TxView(t).resolve(path, follow);
       if (r.placeholder) throw new BtrfsError('EPERM', 'a subvolume placeholder', { syscall, path });
       const item = await readInode(t, r.subvol, r.ino);
       change(item);
       item.ctime = this.now();
       await writeInode(t, r.subvol, r.ino, item);
+    });
+  }
+
+  /**
+   * Several attributes in one change (what an importer restores): owner as
+   * lchown/chown would set it, then mode, then times. `follow` false works on
+   * a symlink itself (its mode is left alone, as Linux cannot change it).
+   */
+  setattr(path: string, a: { uid?: number; gid?: number; mode?: number; atime?: TimeInput; mtime?: TimeInput }, opts: { follow?: boolean } = {}): Promise<void> {
+    return this.attr('setattr', path, opts.follow ?? false, (it) => {
+      if (a.uid !== undefined || a.gid !== undefined) this.owner(it, a.uid ?? -1, a.gid ?? -1);
+      if (a.mode !== undefined && (it.mode & S_IFMT) !== S_IFLNK) it.mode = (it.mode & S_IFMT) | (a.mode & 0o7777);
+      if (a.atime !== undefined) it.atime = toTimespec(a.atime);
+      if (a.mtime !== undefined) it.mtime = toTimespec(a.mtime);
     });
   }
 
@@ -511,7 +526,7 @@ export class WritableFilesystem {
       if (!ns || (ns === 'system' && !acl)) throw new BtrfsError('EOPNOTSUPP', `unsupported xattr namespace in '${name}'`, { syscall, path });
       if (nb.length === ns.length + 1) throw new BtrfsError('EINVAL', 'empty xattr name', { syscall, path });
       if (ns === 'btrfs' && name !== 'btrfs.compression') throw new BtrfsError('EINVAL', `unknown btrfs property '${name}'`, { syscall, path });
-      const r = await (await this.view()).resolve(path, follow);
+      const r = await new TxView(t).resolve(path, follow);
       if (r.placeholder) throw new BtrfsError('EPERM', 'a subvolume placeholder', { syscall, path });
       const ty = r.item.mode & S_IFMT;
       if (ns === 'user' && ty !== S_IFREG && ty !== S_IFDIR) throw new BtrfsError('EPERM', 'user xattrs only on files and directories', { syscall, path });
