@@ -84,7 +84,7 @@ async function main(): Promise<void> {
     }
     const { files, bytes } = await countFiles(input);
     const size = Math.ceil((bytes * 1.25 + files * 4096 + 512 * 1024 * 1024) / (1 << 20)) * (1 << 20);
-    console.log(`input: ${src} + ${o.big} x ${o.bigMiB} MiB: ${files} entries, ${(bytes / 2 ** 20).toFixed(0)} MiB; image ${size >> 20} MiB`);
+    console.log(`input: ${src} + ${o.big} x ${o.bigMiB} MiB: ${files} entries, ${(bytes / 2 ** 20).toFixed(0)} MiB; image ${Math.round(size / 2 ** 20)} MiB`);
     const img1 = path.join(work, 'progs.img');
     const img2 = path.join(work, 'tsbtrfs.img');
     const rows: { progs: number; ours: number; progsRss: number; oursRss: number }[] = [];

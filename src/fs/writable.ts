@@ -108,7 +108,8 @@ export class WritableFilesystem {
 
   private get uid(): number { return this.opts.uid ?? process.getuid?.() ?? 0; }
   private get gid(): number { return this.opts.gid ?? process.getgid?.() ?? 0; }
-  private get umask(): number { return this.opts.umask ?? process.umask(); }
+  private readonly processUmask = process.umask();
+  private get umask(): number { return this.opts.umask ?? this.processUmask; }
   private now(): Timespec { return this.writer.now(); }
   private get noHoles(): boolean { return (this.writer.info.sb.incompat_flags & FEATURE_INCOMPAT.NO_HOLES) !== 0n; }
 
