@@ -15,15 +15,15 @@
 import { BtrfsError } from '../util/errors.js';
 import { nameHash } from '../util/checksum.js';
 import { KEY, OBJ } from '../format/constants.js';
-import { key, KEY_MAX, type Key } from '../format/key.js';
+import { key, KEY_MAX } from '../format/key.js';
 import type { Timespec } from '../format/layout.js';
-import { decodeDirItems, encodeDirItems } from '../format/items/dir-item.js';
 import { decodeInodeItem, encodeInodeItem } from '../format/items/inode-item.js';
 import { decodeRootRef } from '../format/items/root-ref.js';
 import { decodeUuidItem, encodeUuidItem, uuidKeyParts } from '../format/items/uuid-item.js';
 import { encodeOrphanItem } from '../format/items/orphan-item.js';
 import type { Transaction } from '../transaction/transaction.js';
 import { dropTreeStep } from './drop.js';
+import { removeFromDirItem } from '../fs/namespace.js';
 
 const ZERO_UUID = Buffer.alloc(16);
 
@@ -49,20 +49,6 @@ async function removeUuid(txn: Transaction, uuid: Buffer, type: number, id: bigi
   }
 }
 
-/** Removes one name from a DIR_ITEM whose hash it shares with others, or the whole item. */
-async function removeDirName(txn: Transaction, tree: bigint, k: Key, name: Buffer): Promise<void> {
-  const raw = await txn.lookup(tree, k);
-  if (!raw) throw new BtrfsError('EUCLEAN', `directory entry '${name.toString()}' missing`, { tree, key: k });
-  const rest = decodeDirItems(raw).filter((d) => !d.name.equals(name));
-  if (rest.length === 0) {
-    await txn.delete(tree, k);
-    return;
-  }
-  const buf = encodeDirItems(rest);
-  await txn.resize(tree, k, buf.length);
-  await txn.update(tree, k, buf);
-}
-
 /**
  * Unlinks subvolume `id` and marks it for the cleaner. The caller has set
  * ROOT_SUBVOL_DEAD (see root-lock.ts) and checked the kernel's refusals
@@ -77,7 +63,7 @@ export async function unlinkSubvolume(txn: Transaction, id: bigint, now: Timespe
   }
   for (const b of backrefs) {
     const ref = decodeRootRef(b.data);
-    await removeDirName(txn, b.parent, key(ref.dirid, KEY.DIR_ITEM, nameHash(ref.name)), ref.name);
+    await removeFromDirItem(txn, b.parent, key(ref.dirid, KEY.DIR_ITEM, nameHash(ref.name)), ref.name);
     await txn.delete(b.parent, key(ref.dirid, KEY.DIR_INDEX, ref.sequence));
     await txn.delete(OBJ.ROOT_TREE, key(b.parent, KEY.ROOT_REF, id));
     await txn.delete(OBJ.ROOT_TREE, key(id, KEY.ROOT_BACKREF, b.parent));

@@ -16,12 +16,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { WritableFilesystem } from '../../src/fs/writable.js';
 import { Filesystem } from '../../src/fs/filesystem.js';
-import { checkImage, formatFinding } from '../../src/check/index.js';
 import { mulberry32 } from '../../src/util/random.js';
 import * as host from '../../src/util/host.js';
-import { mkfs, btrfsCheck, withMount, requireNativeOrSkip, sh } from '../helpers/kernel.js';
+import { mkfs, withMount, requireNativeOrSkip, sh } from '../helpers/kernel.js';
 import { manifestOf, diffManifests } from '../helpers/manifest.js';
 import { libraryManifest } from '../helpers/library-manifest.js';
+import { expectClean } from '../helpers/strict.js';
 
 const MiB = 1024 * 1024;
 const NAMES = ['a', 'b', 'c', 'd'];
@@ -136,12 +136,6 @@ async function onOurs(w: WritableFilesystem, o: Op): Promise<string> {
   }
 }
 
-async function expectClean(img: string): Promise<void> {
-  const ours = await checkImage(img);
-  expect(ours.findings.filter((f) => f.severity === 'error').map(formatFinding), 'tsbtrfs check').to.deep.equal([]);
-  const r = await btrfsCheck(img);
-  expect(r.ok, r.output).to.equal(true);
-}
 
 describe('POSIX layer: the same random operations on the kernel and on tsbtrfs', function () {
   this.timeout(900_000);

@@ -13,20 +13,14 @@ import { FsWriter } from '../../src/transaction/writer.js';
 import { OBJ } from '../../src/format/constants.js';
 import { createSnapshot, createSubvolume } from '../../src/subvol/create.js';
 import { unlinkSubvolume, deletedSubvolumes, cleanStep } from '../../src/subvol/delete.js';
-import { checkImage, formatFinding } from '../../src/check/index.js';
-import { mkfs, btrfsCheck, withMount, requireNativeOrSkip, dumpTree, run } from '../helpers/kernel.js';
+import { mkfs, withMount, requireNativeOrSkip, dumpTree, run } from '../helpers/kernel.js';
 import { fixtureCopy } from '../helpers/fixtures.js';
 import { addRawFile, removeRawFile, pseudoRandom, type RawFile, type RawDir } from '../helpers/raw-files.js';
+import { expectClean } from '../helpers/strict.js';
 
 const MiB = 1024 * 1024;
 const NOW = { sec: 1_800_000_000n, nsec: 42 };
 
-async function expectClean(img: string): Promise<void> {
-  const ours = await checkImage(img);
-  expect(ours.findings.filter((f) => f.severity === 'error').map(formatFinding), 'tsbtrfs check').to.deep.equal([]);
-  const progs = await btrfsCheck(img);
-  expect(progs.ok, progs.output).to.equal(true);
-}
 
 async function kernelDir(dir: string, files: Map<string, RawFile>, extra: string[] = []): Promise<void> {
   expect((await fs.readdir(dir)).sort()).to.deep.equal([...files.keys(), ...extra].sort());

@@ -11,20 +11,13 @@ import { createHash } from 'node:crypto';
 import { FileDevice } from '../../src/device/file-device.js';
 import { FsWriter } from '../../src/transaction/writer.js';
 import { Filesystem } from '../../src/fs/filesystem.js';
-import { checkImage, formatFinding } from '../../src/check/index.js';
 import { isBtrfsError } from '../../src/util/errors.js';
-import { mkfs, btrfsCheck, withMount, requireNativeOrSkip } from '../helpers/kernel.js';
+import { mkfs, withMount, requireNativeOrSkip } from '../helpers/kernel.js';
 import { addRawFile, removeRawFile, pseudoRandom, type RawFile } from '../helpers/raw-files.js';
+import { expectClean } from '../helpers/strict.js';
 
 const MiB = 1024 * 1024;
 
-async function expectClean(img: string): Promise<void> {
-  const ours = await checkImage(img);
-  expect(ours.findings.filter((f) => f.severity === 'error').map(formatFinding), 'tsbtrfs check').to.deep.equal([]);
-  const progs = await btrfsCheck(img);
-  expect(progs.problems, progs.output).to.deep.equal([]);
-  expect(progs.ok, progs.output).to.equal(true);
-}
 
 async function expectFiles(img: string, files: Map<string, RawFile>): Promise<void> {
   const fsys = await Filesystem.open(img);
