@@ -18,7 +18,7 @@ import { WritableFilesystem } from '../../src/fs/writable.js';
 import { Filesystem } from '../../src/fs/filesystem.js';
 import { mulberry32 } from '../../src/util/random.js';
 import * as host from '../../src/util/host.js';
-import { mkfs, withMount, requireNativeOrSkip, sh } from '../helpers/kernel.js';
+import { mkfs, withMount, requireNativeOrSkip, sh, run } from '../helpers/kernel.js';
 import { manifestOf, diffManifests } from '../helpers/manifest.js';
 import { libraryManifest } from '../helpers/library-manifest.js';
 import { expectClean } from '../helpers/strict.js';
@@ -190,6 +190,12 @@ describe('POSIX layer: the same random operations on the kernel and on tsbtrfs',
       // the kernel writes into our image; our read side must see exactly what the kernel shows
       await withMount(oimg, {}, async (mnt) => {
         await sh(`cd ${mnt}/top && mkdir -p kdir/sub && echo kernel > kdir/sub/file && ln -s kdir klink && touch -d @1234567890.123456789 kdir/sub/file && rm -rf ${mnt}/bulk/f1*`);
+      });
+      // every data and metadata checksum we wrote verifies
+      await withMount(oimg, {}, async (mnt) => {
+        const scrub = await run('btrfs', ['scrub', 'start', '-B', mnt]);
+        expect(scrub.code, scrub.output).to.equal(0);
+        expect(scrub.output).to.match(/no errors found/);
       });
       const kernelView = await withMount(oimg, { readonly: true }, (mnt) => manifestOf(mnt));
       const ours = await Filesystem.open(oimg);
