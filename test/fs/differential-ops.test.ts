@@ -90,6 +90,16 @@ async function code<T>(f: () => Promise<T> | T): Promise<string> {
   }
 }
 
+/** A hung operation fails the test naming itself instead of stalling the run. */
+async function bounded<T>(p: Promise<T>, what: string, ms = 30_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`operation hung for ${ms} ms: ${what}`)), ms); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function onKernel(mnt: string, o: Op): Promise<string> {
   const P = (x: string) => path.join(mnt, x);
   switch (o.op) {
@@ -171,8 +181,8 @@ describe('POSIX layer: the same random operations on the kernel and on tsbtrfs',
             if (process.env.TSBTRFS_TRACE) console.log(i, JSON.stringify(o));
             // opening a fifo for writing blocks until a reader comes: not a question of errnos
             if ((o.op === 'writeFile' || o.op === 'appendFile' || o.op === 'pwrite' || o.op === 'truncate') && (await fs.stat(path.join(mnt, o.p)).then((st) => !st.isFile() && !st.isDirectory(), () => false))) continue;
-            const k = await onKernel(mnt, o);
-            const t = await onOurs(w, o);
+            const k = await bounded(onKernel(mnt, o), `kernel #${i} ${JSON.stringify(o)} (seed ${seed})`);
+            const t = await bounded(onOurs(w, o), `tsbtrfs #${i} ${JSON.stringify(o)} (seed ${seed})`);
             if (k !== t) mismatches.push(`#${i} ${JSON.stringify(o)}: kernel ${k}, tsbtrfs ${t}`);
             if (i % 500 === 499) await w.commit();
           }
