@@ -346,7 +346,10 @@ export class WritableFilesystem {
       // (ENOTEMPTY), both judged before the entries' types
       const ancestors = async (from: bigint): Promise<Set<bigint>> => {
         const seen = new Set<bigint>();
-        for (let d: bigint | undefined = from; d !== undefined; d = d === ROOT_DIR_INO ? undefined : await parentOf(t, tree, d)) seen.add(d);
+        for (let d: bigint | undefined = from; d !== undefined; d = d === ROOT_DIR_INO ? undefined : await parentOf(t, tree, d)) {
+          if (seen.has(d)) throw new BtrfsError('EUCLEAN', `directory ${d} is its own ancestor`, { syscall: 'rename', path: newPath, tree });
+          seen.add(d);
+        }
         return seen;
       };
       if (isDir && (await ancestors(to.dir.ino)).has(ino)) throw new BtrfsError('EINVAL', 'cannot move a directory into itself', { syscall: 'rename', path: newPath });

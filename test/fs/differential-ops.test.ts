@@ -160,9 +160,10 @@ describe('POSIX layer: the same random operations on the kernel and on tsbtrfs',
     if (dir) await fs.rm(dir, { recursive: true, force: true });
   });
 
-  const seeds = process.env.TSBTRFS_POSIX_SEEDS ? process.env.TSBTRFS_POSIX_SEEDS.split(',').map(Number) : [Date.now() % 100000, 4242];
+  const seeds = process.env.TSBTRFS_POSIX_SEEDS ? process.env.TSBTRFS_POSIX_SEEDS.split(',').map(Number) : [4242, 31337];
   for (const seed of seeds) {
     it(`seed ${seed}: 1500 operations give the same errnos and the same tree; round trips both ways`, async () => {
+      console.log(`      seed ${seed} (TSBTRFS_POSIX_SEEDS=${seed} replays it)`);
       const kimg = path.join(dir, `k-${seed}.img`);
       const oimg = path.join(dir, `o-${seed}.img`);
       await mkfs(kimg, 512 * MiB, seed % 2 ? ['-n', '4096'] : []);
