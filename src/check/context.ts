@@ -45,9 +45,12 @@ export interface BlockGroupRecord { start: bigint; length: bigint; used: bigint;
 export interface FoundRefs {
   /** tree blocks: bytenr -> list of refs and the block's level */
   blocks: Map<bigint, { level: number; refs: RecordedRef[]; tree: bigint }>;
-  /** data extents: disk_bytenr -> refs and the disk_num_bytes each file extent claimed */
-  data: Map<bigint, { numBytes: Set<bigint>; refs: RecordedRef[]; where: { tree: bigint; inode: bigint; key: Key } }>;
+  /** data extents: disk_bytenr -> refs and the disk_num_bytes the file extents claimed (the first, and any different ones) */
+  data: Map<bigint, { numBytes: bigint; otherSizes?: bigint[]; refs: RecordedRef[]; where: { tree: bigint; inode: bigint; key: Key } }>;
 }
+
+/** A tree block's outgoing references: child blocks of a node, or (bytenr, disk_num_bytes) pairs of a leaf's file extents. */
+export interface BlockShape { children?: bigint[]; extents?: bigint[] }
 
 export interface CheckContext {
   info: FsInfo;
@@ -64,5 +67,10 @@ export interface CheckContext {
   unverifiableRoots: Set<bigint>;
   /** every tree block reached, so SHARED_* parents can be told from garbage */
   reachedBlocks: Set<bigint>;
-  onProgress?: (phase: string) => void;
+  /** when quotas are on: what each tree block points to, for accounting extents below interior nodes */
+  shapes?: Map<bigint, BlockShape>;
+  /** the checksum tree's coverage as merged [start, end) ranges, sorted; absent when it could not be read */
+  csums?: { starts: Float64Array; ends: Float64Array };
+  /** progress within the current phase: what it is on, and the share of the phase done (0 to 1) */
+  onProgress?: (detail: string, within: number) => void;
 }

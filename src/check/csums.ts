@@ -1,20 +1,17 @@
 /**
  * The checksum tree against the data: csum items do not overlap and cover
- * only data extents; every extent a file needs checksums for (its inode
- * lacks NODATASUM and the extent is written, not preallocated) is covered
- * in full. With `verifyData`, every covered sector is read and its checksum
- * compared.
+ * only data extents. Loaded before the fs trees are checked, so each file
+ * extent can ask how much of its range has checksums (`csumBytesIn`). With
+ * `verifyData`, every covered sector is read and its checksum compared.
  */
 import { KEY, OBJ } from '../format/constants.js';
 import { checksum } from '../util/checksum.js';
-import { iterItems } from '../tree/search.js';
+import { forEachItem } from './walk.js';
 import type { CheckContext } from './context.js';
 import { rootLocation } from './extents.js';
-import type { FileExtentUse } from './inodes.js';
+import type { U64 } from './u64.js';
 
-interface Covered { start: bigint; end: bigint }
-
-export async function checkCsums(ctx: CheckContext, uses: FileExtentUse[], verifyData: boolean): Promise<void> {
+export async function loadCsums(ctx: CheckContext, verifyData: boolean): Promise<void> {
   const { info, report } = ctx;
   const loc = rootLocation(ctx, OBJ.CSUM_TREE);
   if (!loc) {
@@ -23,21 +20,26 @@ export async function checkCsums(ctx: CheckContext, uses: FileExtentUse[], verif
   }
   const ss = BigInt(info.sectorsize);
   const cs = info.csumSize;
-  const covered: Covered[] = [];
+  const starts: bigint[] = [];
+  const ends: bigint[] = [];
   const dataExtents = [...ctx.extents.values()].filter((e) => !e.metadata).sort((a, b) => (a.bytenr < b.bytenr ? -1 : 1));
   let di = 0;
+  // Data is read after the tree walk: reads cannot wait inside it.
+  const toVerify: { sums: Buffer; start: bigint; where: { tree: bigint; block: bigint; key: { objectid: bigint; type: number; offset: bigint } } }[] = [];
   try {
-    for await (const it of iterItems(info.reader, loc)) {
+    await forEachItem(ctx, loc, (key, data, block, slot) => {
+      const it = { key, data, block, slot };
       const k = it.key;
-      if (k.objectid !== OBJ.EXTENT_CSUM || k.type !== KEY.EXTENT_CSUM) continue;
+      if (k.objectid !== OBJ.EXTENT_CSUM || k.type !== KEY.EXTENT_CSUM) return;
       const where = { tree: OBJ.CSUM_TREE, block: it.block.bytenr, key: k };
       const start = k.offset;
-      const end = start + BigInt(it.data.length / cs) * ss;
-      const last = covered[covered.length - 1];
-      if (last && start < last.end) {
-        report.error('csum-overlap', `csum overlap, current bytenr=${start} prev_end=${last.end}, eb=${it.block.bytenr} slot=${it.slot}`, where);
+      const end = start + BigInt(Math.floor(it.data.length / cs)) * ss;
+      const n = starts.length;
+      const lastEnd = n ? ends[n - 1]! : -1n;
+      if (n && start < lastEnd) {
+        report.error('csum-overlap', `csum overlap, current bytenr=${start} prev_end=${lastEnd}, eb=${it.block.bytenr} slot=${it.slot}`, where);
       }
-      if (last && start <= last.end) { if (end > last.end) last.end = end; } else covered.push({ start, end });
+      if (n && start <= lastEnd) { if (end > lastEnd) ends[n - 1] = end; } else { starts.push(start); ends.push(end); }
       // Each csummed sector must lie in a data extent (checked as one walk over both sorted lists).
       if (ctx.extentTreeOk) {
         let pos = start;
@@ -56,51 +58,62 @@ export async function checkCsums(ctx: CheckContext, uses: FileExtentUse[], verif
         }
         di = Math.max(0, di - 1);
       }
-      if (verifyData) {
-        for (let i = 0; i < it.data.length / cs; i++) {
-          const logical = start + BigInt(i) * ss;
-          let data: Buffer;
-          try {
-            data = await info.readData(logical, info.sectorsize);
-          } catch (e) {
-            report.fromError(e, 'data-unreadable', where);
-            break;
-          }
-          report.stats.bytesChecked += info.sectorsize;
-          const want = it.data.subarray(i * cs, (i + 1) * cs);
-          const got = checksum(info.csumType, data);
-          if (!got.subarray(0, cs).equals(want)) {
-            report.error('data-csum', `mirror 1 bytenr ${logical} csum 0x${got.subarray(0, cs).toString('hex')} expected csum 0x${want.toString('hex')}`, where);
-          }
-        }
-      }
-    }
+      if (verifyData) toVerify.push({ sums: it.data, start, where });
+    });
   } catch (e) {
     report.fromError(e, 'csum-tree-unreadable', { tree: OBJ.CSUM_TREE });
     return;
   }
-  const coveredFully = (s: bigint, e: bigint): boolean => {
-    let lo = 0;
-    let hi = covered.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const c = covered[mid]!;
-      if (c.end <= s) lo = mid + 1;
-      else if (c.start > s) hi = mid - 1;
-      else return c.end >= e;
+  for (const v of toVerify) await verifySectors(ctx, v.sums, v.start, v.where);
+  // As doubles: exact for every address a real filesystem has (below 2^53).
+  ctx.csums = { starts: Float64Array.from(starts, Number), ends: Float64Array.from(ends, Number) };
+}
+
+async function verifySectors(ctx: CheckContext, sums: Buffer, start: bigint, where: { tree: bigint; block: bigint; key: { objectid: bigint; type: number; offset: bigint } }): Promise<void> {
+  const { info, report } = ctx;
+  const ss = BigInt(info.sectorsize);
+  const cs = info.csumSize;
+  for (let i = 0; i < sums.length / cs; i++) {
+    const logical = start + BigInt(i) * ss;
+    let data: Buffer;
+    try {
+      data = await info.readData(logical, info.sectorsize);
+    } catch (e) {
+      report.fromError(e, 'data-unreadable', where);
+      return;
     }
-    return false;
-  };
-  const reported = new Set<string>();
-  for (const u of uses) {
-    report.stats.dataExtents++;
-    if (u.nodatasum || u.prealloc) continue;
-    const s = u.compressed ? u.disk_bytenr : u.disk_bytenr + u.offset;
-    const e = u.compressed ? u.disk_bytenr + u.disk_num_bytes : s + u.num_bytes;
-    if (coveredFully(s, e)) continue;
-    const id = `${u.tree}/${u.inode}`;
-    if (reported.has(id)) continue;
-    reported.add(id);
-    report.error('csum-missing', `root ${u.tree} inode ${u.inode} errors: some csum missing (extent [${u.disk_bytenr} ${u.disk_num_bytes}])`, { tree: u.tree, key: u.key, inode: u.inode });
+    report.stats.bytesChecked += info.sectorsize;
+    const want = sums.subarray(i * cs, (i + 1) * cs);
+    const got = checksum(info.csumType, data);
+    if (!got.subarray(0, cs).equals(want)) {
+      report.error('data-csum', `mirror 1 bytenr ${logical} csum 0x${got.subarray(0, cs).toString('hex')} expected csum 0x${want.toString('hex')}`, where);
+    }
   }
+}
+
+/**
+ * Bytes of [start, start+len) that have checksums. When the checksum tree
+ * could not be read, everything counts as covered: its damage is reported
+ * once, not again for every file.
+ */
+export function csumBytesIn(ctx: CheckContext, start: U64, len: U64): number {
+  const c = ctx.csums;
+  const s0 = Number(start);
+  const l = Number(len);
+  if (!c) return l;
+  const end = s0 + l;
+  // The first merged range that ends after start.
+  let lo = 0;
+  let hi = c.starts.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (c.ends[mid]! <= s0) lo = mid + 1; else hi = mid;
+  }
+  let found = 0;
+  for (let i = lo; i < c.starts.length && c.starts[i]! < end; i++) {
+    const s = c.starts[i]! > s0 ? c.starts[i]! : s0;
+    const e = c.ends[i]! < end ? c.ends[i]! : end;
+    if (e > s) found += e - s;
+  }
+  return found;
 }

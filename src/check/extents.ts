@@ -7,11 +7,11 @@
  * that nothing is recorded that nobody uses. Block group used bytes and the
  * superblock's bytes_used are sums of these records.
  */
-import { BLOCK_GROUP, EXTENT_FLAG, FEATURE_COMPAT_RO, FEATURE_INCOMPAT, KEY, MAX_LEVEL, OBJ } from '../format/constants.js';
-import { decodeExtentItem } from '../format/items/extent-item.js';
+import { BLOCK_GROUP, BLOCK_GROUP_PROFILE_MASK, BLOCK_GROUP_TYPE_MASK, EXTENT_FLAG, FEATURE_COMPAT_RO, FEATURE_INCOMPAT, KEY, MAX_LEVEL, OBJ } from '../format/constants.js';
 import { decodeExtentDataRef, decodeSharedDataRef } from '../format/items/extent-ref.js';
 import { decodeBlockGroupItem } from '../format/items/block-group-item.js';
-import { iterItems, type RootLocation } from '../tree/search.js';
+import type { RootLocation } from '../tree/search.js';
+import { forEachItem } from './walk.js';
 import type { BlockGroupRecord, CheckContext, ExtentRecord, RecordedRef } from './context.js';
 
 export function rootLocation(ctx: CheckContext, objectid: bigint): RootLocation | undefined {
@@ -40,6 +40,42 @@ function tally(refs: RecordedRef[]): Map<string, { n: number; ref: RecordedRef }
   return m;
 }
 
+/**
+ * An extent item's fields and inline refs, read straight from its bytes
+ * (every extent of the filesystem passes here); undefined when it is too
+ * short or an inline ref is of an unknown type or overruns the item.
+ * EXTENT_OWNER_REF (simple quotas) names an owner, not a reference: skipped.
+ */
+function parseExtentItem(d: Buffer, skinny: boolean): { refs: bigint; generation: bigint; flags: bigint; level?: number; recorded: RecordedRef[] } | undefined {
+  if (d.length < 24) return undefined;
+  const flags = d.readBigUInt64LE(16);
+  let off = 24;
+  let level: number | undefined;
+  if ((flags & EXTENT_FLAG.TREE_BLOCK) !== 0n && !skinny) {
+    if (off + 18 > d.length) return undefined;
+    level = d[off + 17];
+    off += 18;
+  }
+  const recorded: RecordedRef[] = [];
+  while (off < d.length) {
+    const type = d[off]!;
+    const size = type === KEY.EXTENT_DATA_REF ? 29 : type === KEY.SHARED_DATA_REF ? 13
+      : type === KEY.TREE_BLOCK_REF || type === KEY.SHARED_BLOCK_REF || type === KEY.EXTENT_OWNER_REF ? 9 : 0;
+    if (size === 0 || off + size > d.length) return undefined;
+    switch (type) {
+      case KEY.TREE_BLOCK_REF: recorded.push({ kind: 'tree', root: d.readBigUInt64LE(off + 1) }); break;
+      case KEY.SHARED_BLOCK_REF: recorded.push({ kind: 'shared-block', parent: d.readBigUInt64LE(off + 1) }); break;
+      case KEY.EXTENT_DATA_REF:
+        recorded.push({ kind: 'data', root: d.readBigUInt64LE(off + 1), objectid: d.readBigUInt64LE(off + 9), offset: d.readBigUInt64LE(off + 17), count: d.readUInt32LE(off + 25) });
+        break;
+      case KEY.SHARED_DATA_REF: recorded.push({ kind: 'shared-data', parent: d.readBigUInt64LE(off + 1), count: d.readUInt32LE(off + 9) }); break;
+      default: break;
+    }
+    off += size;
+  }
+  return { refs: d.readBigUInt64LE(0), generation: d.readBigUInt64LE(8), flags, level, recorded };
+}
+
 export async function loadExtentTree(ctx: CheckContext): Promise<void> {
   const { info, report } = ctx;
   const loc = rootLocation(ctx, OBJ.EXTENT_TREE);
@@ -60,6 +96,8 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
     const name = tree === OBJ.EXTENT_TREE ? 'EXTENT_TREE' : 'BLOCK_GROUP_TREE';
     report.error('block-group-wrong-tree', `Invalid key type(BLOCK_GROUP_ITEM) found in root(${name}) [${k.objectid} ${k.offset}]`, { tree, block, key: k });
   };
+  const skinnyFeature = (info.sb.incompat_flags & FEATURE_INCOMPAT.SKINNY_METADATA) !== 0n;
+  const rootNodes = new Map<bigint, { bytenr: bigint; level: number; generation: bigint; count: number }>();
   let cur: ExtentRecord | undefined;
   let prevEnd = 0n;
   const where = (it: { key: ExtentRecord['key']; block: { bytenr: bigint } }) => ({ tree: OBJ.EXTENT_TREE, block: it.block.bytenr, key: it.key });
@@ -71,7 +109,8 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
     cur.recorded.push(ref);
   };
   try {
-    for await (const it of iterItems(info.reader, loc)) {
+    await forEachItem(ctx, loc, (key, data, block, slot) => {
+      const it = { key, data, block, slot };
       const k = it.key;
       try {
         switch (k.type) {
@@ -83,27 +122,37 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
               cur = undefined;
               break;
             }
-            let e;
-            try {
-              e = decodeExtentItem(it.data, { skinny });
-            } catch {
+            const e = parseExtentItem(it.data, skinny);
+            if (!e) {
               report.error('corrupt-extent', `corrupt extent record: key [${k.objectid},${k.type},${k.offset}]`, where(it));
               cur = undefined;
               break;
             }
             const metadata = (e.flags & EXTENT_FLAG.TREE_BLOCK) !== 0n;
             const numBytes = skinny ? BigInt(info.nodesize) : k.offset;
-            const level = skinny ? Number(k.offset) : e.treeBlockInfo?.level;
+            const level = skinny ? Number(k.offset) : e.level;
             const rec: ExtentRecord = {
               bytenr: k.objectid, numBytes, refs: e.refs, generation: e.generation, flags: e.flags, metadata, level,
-              recorded: [], key: k, block: it.block.bytenr,
+              recorded: e.recorded, key: k, block: it.block.bytenr,
             };
             report.stats.extentItems++;
+            if (skinny && !skinnyFeature) {
+              report.error('metadata-item-not-skinny', `METADATA_ITEM [${k.objectid} ${k.offset}] but the filesystem lacks the skinny-metadata feature`, where(it));
+            }
+            const first = e.recorded[0];
+            if (metadata && first?.kind === 'tree' && level !== undefined) {
+              // The highest tree block whose first backref names a root is that root's node.
+              const root = first.root;
+              const top = rootNodes.get(root);
+              if (!top || level > top.level) rootNodes.set(root, { bytenr: k.objectid, level, generation: e.generation, count: 1 });
+              else if (level === top.level) top.count++;
+            }
             if (skinny && k.offset >= BigInt(MAX_LEVEL)) {
               report.error('bad-backref-level', `tree block ${k.objectid} has bad backref level, has ${k.offset} expect [0, ${MAX_LEVEL - 1}]`, where(it));
             }
-            if (e.generation === 0n || e.generation > superGen) {
-              report.error('bad-extent-generation', `invalid generation for extent ${k.objectid}, have ${e.generation} expect (0, ${superGen}]`, where(it));
+            // The kernel's limit: one past the last commit (a transaction may have been under way).
+            if (e.generation > superGen + 1n) {
+              report.error('bad-extent-generation', `invalid generation for extent ${k.objectid}, have ${e.generation} expect (0, ${superGen + 1n}]`, where(it));
             }
             if (numBytes === 0n || numBytes % sectorsize !== 0n) {
               report.error('bad-extent-length', `extent [${k.objectid} ${numBytes}] has a length not aligned to ${sectorsize}`, where(it));
@@ -117,15 +166,6 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
             }
             ctx.extents.set(k.objectid, rec);
             cur = rec;
-            for (const r of e.inlineRefs) {
-              switch (r.type) {
-                case KEY.TREE_BLOCK_REF: rec.recorded.push({ kind: 'tree', root: r.root }); break;
-                case KEY.SHARED_BLOCK_REF: rec.recorded.push({ kind: 'shared-block', parent: r.parent }); break;
-                case KEY.EXTENT_DATA_REF: rec.recorded.push({ kind: 'data', root: r.root, objectid: r.objectid, offset: r.offset, count: r.count }); break;
-                case KEY.SHARED_DATA_REF: rec.recorded.push({ kind: 'shared-data', parent: r.parent, count: r.count }); break;
-                default: break;
-              }
-            }
             break;
           }
           case KEY.TREE_BLOCK_REF: attach(it, { kind: 'tree', root: k.offset }); break;
@@ -139,6 +179,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
           case KEY.BLOCK_GROUP_ITEM: {
             if (bgTreeFeature) misplacedBg(it.key, OBJ.EXTENT_TREE, it.block.bytenr);
             const bg = decodeBlockGroupItem(it.data);
+            checkBlockGroupItem(ctx, k, bg, where(it));
             ctx.blockGroups.push({ start: k.objectid, length: k.offset, used: bg.used, flags: bg.flags, key: k });
             break;
           }
@@ -147,7 +188,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
       } catch (e) {
         report.fromError(e, 'corrupt-extent', where(it));
       }
-    }
+    });
   } catch (e) {
     ctx.extentTreeOk = false;
     report.fromError(e, 'extent-tree-unreadable', { tree: OBJ.EXTENT_TREE });
@@ -155,16 +196,19 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
   const bgTree = rootLocation(ctx, OBJ.BLOCK_GROUP_TREE);
   if (bgTree) {
     try {
-      for await (const it of iterItems(info.reader, bgTree)) {
-        if (it.key.type !== KEY.BLOCK_GROUP_ITEM) continue;
+      await forEachItem(ctx, bgTree, (key, data, block, slot) => {
+      const it = { key, data, block, slot };
+        if (it.key.type !== KEY.BLOCK_GROUP_ITEM) return;
         if (!bgTreeFeature) misplacedBg(it.key, OBJ.BLOCK_GROUP_TREE, it.block.bytenr);
         const bg = decodeBlockGroupItem(it.data);
+        checkBlockGroupItem(ctx, it.key, bg, { tree: OBJ.BLOCK_GROUP_TREE, block: it.block.bytenr, key: it.key });
         ctx.blockGroups.push({ start: it.key.objectid, length: it.key.offset, used: bg.used, flags: bg.flags, key: it.key });
-      }
+      })
     } catch (e) {
       report.fromError(e, 'block-group-tree-unreadable', { tree: OBJ.BLOCK_GROUP_TREE });
     }
   }
+  if (ctx.extentTreeOk) checkRootNodes(ctx, rootNodes);
   ctx.blockGroups.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   report.stats.blockGroups = ctx.blockGroups.length;
   for (const rec of ctx.extents.values()) {
@@ -174,6 +218,72 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
         { tree: OBJ.EXTENT_TREE, block: rec.block, key: rec.key });
     }
   }
+}
+
+/**
+ * Each subvolume's root item must point at the node the extent tree knows as
+ * that root's top block (the highest one whose first backref names it):
+ * same bytenr, level and generation. A root item older than its node is
+ * what an interrupted snapshot of the 3.17 era left; a newer one is damage.
+ */
+function checkRootNodes(ctx: CheckContext, rootNodes: Map<bigint, { bytenr: bigint; level: number; generation: bigint; count: number }>): void {
+  for (const r of ctx.roots) {
+    if (r.objectid < OBJ.FIRST_FREE || r.objectid === OBJ.TREE_RELOC) continue;
+    const where = { tree: OBJ.ROOT_TREE, key: { objectid: r.objectid, type: KEY.ROOT_ITEM, offset: r.offset } };
+    const top = rootNodes.get(r.objectid);
+    if (!top) {
+      ctx.report.error('root-node', `could not find extent items for root ${r.objectid}`, where);
+      continue;
+    }
+    if (top.count !== 1) {
+      ctx.report.error('root-node', `could not find btree root extent for root ${r.objectid} (${top.count} candidates at level ${top.level})`, where);
+      continue;
+    }
+    const it = r.item;
+    if (it.bytenr !== top.bytenr || it.level !== top.level || it.generation !== top.generation) {
+      ctx.report.error('root-node', `root item for root ${r.objectid}, current bytenr ${it.bytenr}, current gen ${it.generation}, current level ${it.level}, ` +
+        `new bytenr ${top.bytenr}, new gen ${top.generation}, new level ${top.level}`, where);
+    }
+  }
+}
+
+/** The kernel tree-checker's rules for a block group item on its own. */
+function checkBlockGroupItem(ctx: CheckContext, k: ExtentRecord['key'], bg: { used: bigint; chunk_objectid: bigint; flags: bigint }, where: { tree: bigint; block: bigint; key: ExtentRecord['key'] }): void {
+  const why: string[] = [];
+  if (k.offset === 0n) why.push('invalid block group size 0');
+  if (bg.used > k.offset) why.push(`invalid block group used, have ${bg.used} expect [0, ${k.offset}]`);
+  if (bg.chunk_objectid !== OBJ.FIRST_CHUNK_TREE) why.push(`invalid block group chunk objectid, have ${bg.chunk_objectid} expect ${OBJ.FIRST_CHUNK_TREE}`);
+  const profile = bg.flags & BLOCK_GROUP_PROFILE_MASK;
+  if ((profile & (profile - 1n)) !== 0n) why.push(`invalid profile flags, have 0x${profile.toString(16)} expect at most one bit`);
+  const type = bg.flags & BLOCK_GROUP_TYPE_MASK;
+  if (type !== BLOCK_GROUP.DATA && type !== BLOCK_GROUP.METADATA && type !== BLOCK_GROUP.SYSTEM && type !== (BLOCK_GROUP.DATA | BLOCK_GROUP.METADATA)) {
+    why.push(`invalid type, have 0x${type.toString(16)} expect exactly one of data, metadata, system or data|metadata`);
+  }
+  for (const w of why) ctx.report.error('block-group-item', `block group [${k.objectid} ${k.offset}]: ${w}`, where);
+}
+
+const sameRef = (a: RecordedRef, b: RecordedRef): boolean => {
+  switch (a.kind) {
+    case 'tree': return b.kind === 'tree' && a.root === b.root;
+    case 'shared-block': return b.kind === 'shared-block' && a.parent === b.parent;
+    case 'data': return b.kind === 'data' && a.root === b.root && a.objectid === b.objectid && a.offset === b.offset;
+    case 'shared-data': return b.kind === 'shared-data' && a.parent === b.parent;
+  }
+};
+
+/**
+ * The common case without building tallies: one recorded backref, every
+ * found reference is it, and the counts add up to the item's refs.
+ */
+function agrees(rec: ExtentRecord, found: RecordedRef[]): boolean {
+  if (rec.recorded.length !== 1 || found.length === 0) return false;
+  const r = rec.recorded[0]!;
+  let n = 0;
+  for (const f of found) {
+    if (!sameRef(r, f)) return false;
+    n += refCount(f);
+  }
+  return n === refCount(r) && BigInt(n) === rec.refs;
 }
 
 /** True when a recorded reference that the walk did not find may still be real. */
@@ -195,6 +305,8 @@ export function compareExtents(ctx: CheckContext): void {
   const where = (rec: ExtentRecord) => ({ tree: OBJ.EXTENT_TREE, block: rec.block, key: rec.key });
   for (const rec of ctx.extents.values()) {
     const f = rec.metadata ? found.blocks.get(rec.bytenr) : found.data.get(rec.bytenr);
+    if (f && agrees(rec, f.refs) && (rec.metadata ? rec.level === undefined || (f as { level: number }).level === rec.level
+      : (f as { numBytes: bigint; otherSizes?: bigint[] }).numBytes === rec.numBytes && !(f as { otherSizes?: bigint[] }).otherSizes)) continue;
     const want = tally(rec.recorded);
     const have = tally(f?.refs ?? []);
     let missing = 0;
@@ -225,7 +337,7 @@ export function compareExtents(ctx: CheckContext): void {
       report.error('bad-backref-level', `tree block ${rec.bytenr} has bad backref level, has ${rec.level} expect ${f.level}`, where(rec));
     }
     if (!rec.metadata && f && 'numBytes' in f) {
-      for (const n of f.numBytes) {
+      for (const n of [f.numBytes, ...(f.otherSizes ?? [])]) {
         if (n !== rec.numBytes) {
           report.error('file-extent-size', `file extent items reference [${rec.bytenr} ${n}] but the extent item is [${rec.bytenr} ${rec.numBytes}]`, where(rec));
         }
@@ -239,7 +351,7 @@ export function compareExtents(ctx: CheckContext): void {
   for (const [bytenr, f] of found.data) {
     if (ctx.extents.has(bytenr)) continue;
     const n = f.refs.reduce((s, r) => s + refCount(r), 0);
-    report.error('ref-mismatch', `ref mismatch on [${bytenr} ${[...f.numBytes][0]}] extent item 0, found ${n}`, { tree: f.where.tree, key: f.where.key, inode: f.where.inode });
+    report.error('ref-mismatch', `ref mismatch on [${bytenr} ${f.numBytes}] extent item 0, found ${n}`, { tree: f.where.tree, key: f.where.key, inode: f.where.inode });
   }
 }
 

@@ -8,7 +8,7 @@
  */
 import { FEATURE_COMPAT_RO, FREE_SPACE_FLAG, KEY, OBJ, SUPER_INFO_SIZE, SUPER_MIRROR_OFFSETS } from '../format/constants.js';
 import { bitmapRanges, decodeFreeSpaceInfo } from '../format/items/free-space.js';
-import { iterItems } from '../tree/search.js';
+import { forEachItem } from './walk.js';
 import type { BlockGroupRecord, CheckContext } from './context.js';
 import { rootLocation, blockGroupOf } from './extents.js';
 
@@ -46,37 +46,58 @@ export async function checkFreeSpaceTree(ctx: CheckContext): Promise<void> {
   const infos = new Map<bigint, { count: number; bitmaps: boolean; key: { objectid: bigint; type: number; offset: bigint } }>();
   let cur: BlockGroupRecord | undefined;
   let stale = false;
+  // The tree's layout, as btrfs check reads it: from the end of one FREE_SPACE_INFO's range,
+  // the next item must be another FREE_SPACE_INFO, for a block group at or past it; what lies
+  // inside a range is that info's. It stops at the first violation; so does this.
+  let pos = 0n;
+  let layoutBroken = false;
+  const layout = (k: { objectid: bigint; type: number; offset: bigint }, where: { tree: bigint; block: bigint; key: typeof k }): void => {
+    if (layoutBroken || k.objectid < pos) return;
+    if (k.type !== KEY.FREE_SPACE_INFO) {
+      report.error('free-space-outside', `Failed to find a space info key at ${pos} [${k.objectid} ${k.type} ${k.offset}]`, where);
+      layoutBroken = true;
+      return;
+    }
+    if (ctx.extentTreeOk && !ctx.blockGroups.some((b) => b.start + b.length > k.objectid)) {
+      report.error('free-space-info-orphan', `We have a space info key for a block group that doesn't exist [${k.objectid} ${k.offset}]`, where);
+      layoutBroken = true;
+      return;
+    }
+    pos = k.objectid + k.offset;
+  };
   try {
-    for await (const it of iterItems(info.reader, loc)) {
+    await forEachItem(ctx, loc, (key, data, block, slot) => {
+      const it = { key, data, block, slot };
       const k = it.key;
       const where = { tree: OBJ.FREE_SPACE_TREE, block: it.block.bytenr, key: k };
+      layout(k, where);
       if (k.type === KEY.FREE_SPACE_INFO) {
         const bg = ctx.blockGroups.find((b) => b.start === k.objectid && b.length === k.offset);
         if (!bg) {
           // mkfs (before 6.11) leaves the FREE_SPACE_INFO of its temporary block groups
-          // behind, below the first real block group; btrfs check 6.2 tolerates any such
-          // entry as long as some block group lies at or past it. An entry past the last
-          // block group, or one claiming part of a live block group, is damage.
-          const clash = ctx.blockGroups.some((b) => b.start < k.objectid + k.offset && k.objectid < b.start + b.length);
-          const beyondAll = ctx.extentTreeOk && ctx.blockGroups.length > 0 && !ctx.blockGroups.some((b) => b.start + b.length > k.objectid);
-          if (clash || beyondAll) report.error('free-space-info-orphan', `We have a space info key for a block group that doesn't exist [${k.objectid} ${k.offset}]`, where);
+          // behind, below the first real block group: harmless (the layout check above
+          // judges where it lies). One claiming part of a live block group is damage: the
+          // kernel stops reading that group's free space at it.
+          if (ctx.blockGroups.some((b) => b.start < k.objectid + k.offset && k.objectid < b.start + b.length)) {
+            report.error('free-space-info-orphan', `We have a space info key for a block group that doesn't exist [${k.objectid} ${k.offset}], overlapping a live one`, where);
+          }
           cur = undefined;
           stale = true;
-          continue;
+          return;
         }
         stale = false;
         const fi = decodeFreeSpaceInfo(it.data);
         infos.set(bg.start, { count: fi.extent_count, bitmaps: (fi.flags & FREE_SPACE_FLAG.USING_BITMAPS) !== 0, key: k });
         free.set(bg.start, []);
         cur = bg;
-        continue;
+        return;
       }
-      if (k.type !== KEY.FREE_SPACE_EXTENT && k.type !== KEY.FREE_SPACE_BITMAP) continue;
+      if (k.type !== KEY.FREE_SPACE_EXTENT && k.type !== KEY.FREE_SPACE_BITMAP) return;
       const end = k.objectid + k.offset;
-      if (stale) continue;
+      if (stale) return;
       if (!cur || k.objectid < cur.start || end > cur.start + cur.length) {
         report.error('free-space-outside', `free space entry [${k.objectid} ${k.offset}] is not inside the block group of the preceding FREE_SPACE_INFO`, where);
-        continue;
+        return;
       }
       const fi = infos.get(cur.start)!;
       const isBitmap = k.type === KEY.FREE_SPACE_BITMAP;
@@ -92,7 +113,7 @@ export async function checkFreeSpaceTree(ctx: CheckContext): Promise<void> {
         if (last && isBitmap && r.start === last.end) last.end = r.end;
         else list.push({ ...r });
       }
-    }
+    });
   } catch (e) {
     report.fromError(e, 'free-space-tree-unreadable', { tree: OBJ.FREE_SPACE_TREE });
     return;

@@ -10,6 +10,7 @@ import { BtrfsError } from '../util/errors.js';
 import type { BlockDevice } from '../device/block-device.js';
 import { FileDevice } from '../device/file-device.js';
 import { FsInfo } from '../tree/fs-info.js';
+import { CoalescingDevice } from './coalescing-device.js';
 import type { CheckContext } from './context.js';
 import { Reporter, type CheckReport } from './report.js';
 import { loadRoots, checkRootRefs } from './roots.js';
@@ -18,17 +19,54 @@ import { loadExtentTree, compareExtents, checkBlockGroupUsage } from './extents.
 import { walkTrees } from './trees.js';
 import { checkChunks } from './chunks.js';
 import { checkFreeSpaceTree } from './free-space.js';
-import { checkInodes, type FileExtentUse } from './inodes.js';
-import { checkCsums } from './csums.js';
+import { checkInodes, isFsTree, judgePrealloc, type SubvolEntry } from './inodes.js';
+import { inodesInWorker, type InodeResults } from './inode-worker.js';
+import { loadCsums } from './csums.js';
+import { checkQgroups } from './qgroups.js';
 
 export type { CheckReport, Finding, Severity, CheckStats } from './report.js';
+
+/** Where a check is: the phase, what it is on within it, and an estimate of the share done (0 to 1). */
+export interface CheckProgress { phase: string; detail?: string; fraction: number }
+
+/**
+ * The phases in order, with their rough share of the time of a check (the
+ * tree walk and the fs trees dominate), for a progress bar that moves evenly.
+ */
+const PHASES: [label: string, weight: number][] = [
+  ['opening filesystem', 1], ['checking root items', 1], ['checking superblock', 0.5], ['checking extent tree', 10],
+  ['checking tree blocks', 40], ['checking extent references', 5], ['checking block groups', 1],
+  ['checking chunks and device extents', 1], ['checking free space tree', 3], ['checking csums', 2],
+  ['checking fs roots', 33], ['checking root refs', 1], ['checking quota groups', 1.5],
+];
+const TOTAL_WEIGHT = PHASES.reduce((n, [, w]) => n + w, 0);
 export { formatFinding, reportToJson } from './report.js';
 
 export interface CheckOptions {
   /** read every checksummed data sector and verify it (slow: reads all data) */
   checkDataCsum?: boolean;
-  /** called at the start of each phase, for progress display */
-  onProgress?: (phase: string) => void;
+  /** called as the check advances, for progress display (often: throttle what you draw) */
+  onProgress?: (p: CheckProgress) => void;
+  /**
+   * check a snapshot by its difference from a tree already checked (default
+   * true); false checks every tree in full, with the same findings, slower
+   */
+  incremental?: boolean;
+  /**
+   * when `image` is a path and its subvolumes are big, check them in a
+   * worker thread while the rest is checked (default true); same findings
+   */
+  parallel?: boolean;
+}
+
+/** Subvolume metadata from which a second thread pays for its start-up. */
+const PARALLEL_FROM_BYTES = 8n << 20n;
+
+/** Bytes of tree blocks in the subvolumes, as their root items record it. */
+function fsTreeBytes(ctx: CheckContext): bigint {
+  let n = 0n;
+  for (const r of ctx.roots) if (isFsTree(r.objectid) && !r.partiallyDropped) n += r.item.bytes_used;
+  return n;
 }
 
 /**
@@ -45,6 +83,18 @@ export async function checkImage(image: BlockDevice | string, opts: CheckOptions
     image: name, findings: report.findings, errors: report.errors, warnings: report.warnings,
     clean: report.errors === 0, dropped: report.dropped, stats: report.stats, elapsedMs: performance.now() - t0,
   });
+  let doneWeight = 0;
+  let current: [string, number] = PHASES[0]!;
+  const progress = (label: string) => {
+    const i = PHASES.findIndex(([l]) => l === label);
+    doneWeight = PHASES.slice(0, i).reduce((n, [, w]) => n + w, 0);
+    current = PHASES[i]!;
+    opts.onProgress?.({ phase: label, fraction: doneWeight / TOTAL_WEIGHT });
+  };
+  /** progress within the current phase: `within` of it done, on `detail` */
+  const inPhase = (detail: string, within: number) => {
+    opts.onProgress?.({ phase: current[0], detail, fraction: (doneWeight + current[1] * Math.min(1, within)) / TOTAL_WEIGHT });
+  };
   let device: BlockDevice;
   try {
     device = typeof image === 'string' ? await FileDevice.open(image, { readOnly: true }) : image;
@@ -55,18 +105,18 @@ export async function checkImage(image: BlockDevice | string, opts: CheckOptions
   try {
     let info: FsInfo;
     try {
-      opts.onProgress?.('opening filesystem');
-      info = await FsInfo.open(device);
+      progress('opening filesystem');
+      info = await FsInfo.open(new CoalescingDevice(device, false));
     } catch (e) {
       report.fromError(e, 'open');
       return done();
     }
     const ctx: CheckContext = {
       info, report, roots: [], extents: new Map(), blockGroups: [], found: { blocks: new Map(), data: new Map() },
-      extentTreeOk: true, treesOk: true, unverifiableRoots: new Set(), reachedBlocks: new Set(), onProgress: opts.onProgress,
+      extentTreeOk: true, treesOk: true, unverifiableRoots: new Set(), reachedBlocks: new Set(), onProgress: opts.onProgress ? inPhase : undefined,
     };
     const phase = async (label: string, fn: () => unknown): Promise<void> => {
-      opts.onProgress?.(label);
+      progress(label);
       try {
         await fn();
       } catch (e) {
@@ -75,6 +125,14 @@ export async function checkImage(image: BlockDevice | string, opts: CheckOptions
       }
     };
     await phase('checking root items', () => loadRoots(ctx));
+    // A big filesystem's fs trees are checked on a second core meanwhile (see inode-worker.ts).
+    let worker: Promise<InodeResults> | undefined;
+    if (typeof image === 'string' && (opts.parallel ?? true) && fsTreeBytes(ctx) >= PARALLEL_FROM_BYTES) {
+      worker = inodesInWorker(image, ctx.roots, opts.incremental ?? true, (detail, within) => {
+        if (current[0] === 'checking fs roots') inPhase(detail, within);
+      });
+      worker.catch(() => undefined);
+    }
     await phase('checking superblock', () => checkSuperblock(ctx));
     await phase('checking extent tree', () => loadExtentTree(ctx));
     await phase('checking tree blocks', () => walkTrees(ctx));
@@ -82,10 +140,27 @@ export async function checkImage(image: BlockDevice | string, opts: CheckOptions
     await phase('checking block groups', () => checkBlockGroupUsage(ctx));
     await phase('checking chunks and device extents', () => checkChunks(ctx));
     await phase('checking free space tree', () => checkFreeSpaceTree(ctx));
-    await phase('checking root refs', () => checkRootRefs(ctx));
-    const uses: FileExtentUse[] = [];
-    await phase('checking fs roots', () => checkInodes(ctx, (u) => uses.push(u)));
-    await phase('checking csums', () => checkCsums(ctx, uses, opts.checkDataCsum ?? false));
+    await phase('checking csums', () => loadCsums(ctx, opts.checkDataCsum ?? false));
+    const subvolEntries: SubvolEntry[] = [];
+    await phase('checking fs roots', async () => {
+      const r = worker && await worker.catch(() => undefined);
+      if (!r) return checkInodes(ctx, (e) => subvolEntries.push(e), { incremental: opts.incremental });
+      for (const f of r.findings) {
+        const where = { tree: f.tree, block: f.block, key: f.key, inode: f.inode };
+        if (f.severity === 'error') report.error(f.code, f.message, where); else report.warning(f.code, f.message, where);
+      }
+      report.dropped += r.dropped;
+      report.stats.inodes += r.inodes;
+      // Buffers arrive from the worker as plain byte arrays.
+      for (const e of r.subvol) subvolEntries.push({ ...e, name: Buffer.from(e.name) });
+      judgePrealloc(ctx, r.prealloc, new Set(r.written));
+    });
+    await phase('checking root refs', () => checkRootRefs(ctx, subvolEntries));
+    await phase('checking quota groups', () => checkQgroups(ctx));
+    // A copy that failed verification was replaced by its mirror: the image still holds a damaged copy.
+    // (Counted per failed copy; when other errors exist the retries are likely theirs.)
+    const retries = info.reader.stats.mirrorRetries;
+    if (retries > 0 && report.errors === 0) report.error('bad-mirror', `${retries} tree block cop${retries === 1 ? 'y' : 'ies'} failed verification and ${retries === 1 ? 'was' : 'were'} read from another mirror`);
     return done();
   } finally {
     if (typeof image === 'string') await device.close();

@@ -6,15 +6,18 @@
  */
 import { OBJ } from '../format/constants.js';
 import type { CheckContext } from './context.js';
+import { readChunkTree } from './chunks.js';
 
-export function checkSuperblock(ctx: CheckContext): void {
+export async function checkSuperblock(ctx: CheckContext): Promise<void> {
   const { info, report } = ctx;
   const sb = info.sb;
   const ss = BigInt(info.sectorsize);
-  if (BigInt(info.devItems.length) !== sb.num_devices) {
-    report.error('super-num-devices', `super num devices mismatch, have ${sb.num_devices} expect ${info.devItems.length}`);
+  // Devices are the DEV_ITEMs under the DEV_ITEMS objectid; one keyed elsewhere names no device.
+  const devItems = (await readChunkTree(ctx)).devs.filter((d) => d.key.objectid === OBJ.DEV_ITEMS).map((d) => d.item);
+  if (BigInt(devItems.length) !== sb.num_devices) {
+    report.error('super-num-devices', `super num devices mismatch, have ${sb.num_devices} expect ${devItems.length}`);
   }
-  const dev = info.devItems.find((d) => d.devid === sb.dev_item.devid);
+  const dev = devItems.find((d) => d.devid === sb.dev_item.devid);
   if (!dev) {
     report.error('super-dev-item', `the superblock's device ${sb.dev_item.devid} has no DEV_ITEM in the chunk tree`, { tree: OBJ.CHUNK_TREE });
   } else {
@@ -29,11 +32,11 @@ export function checkSuperblock(ctx: CheckContext): void {
   if (sb.stripesize !== info.sectorsize && sb.stripesize !== 4096) {
     report.error('super-stripesize', `invalid stripesize ${sb.stripesize}`);
   }
-  const devSum = info.devItems.reduce((n, d) => n + d.total_bytes, 0n);
+  const devSum = devItems.reduce((n, d) => n + d.total_bytes, 0n);
   if (sb.total_bytes < devSum) {
     report.error('super-total-bytes', `super total bytes ${sb.total_bytes} smaller than real device(s) size ${devSum}`);
   }
-  for (const d of info.devItems) {
+  for (const d of devItems) {
     if (d.total_bytes % ss !== 0n) report.warning('unaligned-total-bytes', `unaligned total_bytes detected for devid ${d.devid}, have ${d.total_bytes} should be aligned to ${ss}`);
   }
   if (sb.total_bytes % ss !== 0n) report.warning('unaligned-total-bytes', `unaligned total_bytes detected in the superblock, have ${sb.total_bytes} should be aligned to ${ss}`);

@@ -3,46 +3,84 @@
  * reader (checksum, bytenr, generation, level, first key, item rules), plus
  * what a reader cannot see block by block: a block met twice in one tree (a
  * loop or a cross-link), a child whose keys stray outside the range its
- * parent pointer gives it, and the references each block makes, collected
- * for the extent tree comparison: a parent flagged FULL_BACKREF references
- * its children by its own bytenr, any other by its owner's root id; file
- * extent items reference data extents the same way from their leaf.
+ * parent pointer gives it, item types in a tree that cannot hold them, and
+ * the references each block makes, collected for the extent tree
+ * comparison.
+ *
+ * Whether a block references its children (and file extents) by its own
+ * bytenr (FULL_BACKREF) or by its owner's root id is decided as btrfs check
+ * decides it: the extent item's flag, overruled where it cannot be right (a
+ * block written since the last snapshot of the tree that owns it cannot be
+ * shared; a relocation block is always shared), which is then itself an
+ * error. Each block not in full-backref mode must be owned by a tree that
+ * references it, or at least lie where its owner's tree would look for it.
  *
  * A block reached from several trees (snapshots share subtrees) is expanded
  * once: its references exist once in the extent tree, however many roots see it.
  */
 import { BtrfsError } from '../util/errors.js';
-import { EXTENT_FLAG, FILE_EXTENT, KEY, OBJ } from '../format/constants.js';
+import {
+  BACKREF_REV_SHIFT, EXTENT_FLAG, FEATURE_COMPAT_RO, FILE_EXTENT, HEADER_FLAG, KEY, MIXED_BACKREF_REV, OBJ,
+} from '../format/constants.js';
 import { compareKeys, formatKey, type Key } from '../format/key.js';
-import { decodeFileExtentItem } from '../format/items/file-extent-item.js';
 import type { TreeBlock } from '../format/tree-block.js';
 import { walkBlocks, type RootLocation } from '../tree/search.js';
-import type { CheckContext, RecordedRef } from './context.js';
+import type { BlockShape, CheckContext, RecordedRef } from './context.js';
+import { childExps, prefetch, readBlock } from './walk.js';
 
 interface Parent { block: TreeBlock; fullBackref: boolean }
 
+/** What the owner check needs to know of a block after the walk. */
+interface BlockFacts { owner: bigint; level: number; generation: bigint; firstKey: Key | undefined; fullBackref: boolean }
+
 /** The trees a check walks: root and chunk tree, then one per ROOT_ITEM, in root tree order. */
-export function treesToWalk(ctx: CheckContext): { loc: RootLocation; refRoot: bigint }[] {
-  const out: { loc: RootLocation; refRoot: bigint }[] = [
-    { loc: ctx.info.treeRoot, refRoot: OBJ.ROOT_TREE },
-    { loc: ctx.info.chunkRoot, refRoot: OBJ.CHUNK_TREE },
+export function treesToWalk(ctx: CheckContext): { loc: RootLocation; refRoot: bigint; lastSnapshot: bigint }[] {
+  const out: { loc: RootLocation; refRoot: bigint; lastSnapshot: bigint }[] = [
+    { loc: ctx.info.treeRoot, refRoot: OBJ.ROOT_TREE, lastSnapshot: 0n },
+    { loc: ctx.info.chunkRoot, refRoot: OBJ.CHUNK_TREE, lastSnapshot: 0n },
   ];
   for (const r of ctx.roots) {
     if (r.partiallyDropped) continue;
-    out.push({ loc: { objectid: r.objectid, bytenr: r.item.bytenr, level: r.item.level, generation: r.item.generation }, refRoot: r.objectid });
+    out.push({
+      loc: { objectid: r.objectid, bytenr: r.item.bytenr, level: r.item.level, generation: r.item.generation },
+      refRoot: r.objectid, lastSnapshot: r.item.last_snapshot,
+    });
   }
   return out;
 }
 
+/** Trees that may share blocks with snapshots (and so hold FULL_BACKREF blocks). */
+const sharesBlocks = (objectid: bigint): boolean => objectid >= OBJ.FIRST_FREE || objectid === OBJ.FS_TREE;
+
+/** What a block points to, for quota accounting. */
+export function shapeOf(block: TreeBlock): BlockShape {
+  if (!block.isLeaf) return { children: block.ptrs.map((p) => p.blockptr) };
+  const extents: bigint[] = [];
+  for (const it of block.items) {
+    const d = it.data;
+    if (it.key.type !== KEY.EXTENT_DATA || d.length < 53 || d[20] === FILE_EXTENT.INLINE) continue;
+    const disk = d.readBigUInt64LE(21);
+    if (disk !== 0n) extents.push(disk, d.readBigUInt64LE(29));
+  }
+  return { extents };
+}
+
 export async function walkTrees(ctx: CheckContext): Promise<void> {
   const { report } = ctx;
+  if (ctx.roots.some((r) => r.objectid === OBJ.QUOTA_TREE)) ctx.shapes = new Map();
   const expanded = new Set<bigint>();
+  const facts = new Map<bigint, BlockFacts>();
+  const rootBlocks = new Set<bigint>();
   for (const r of ctx.roots) if (r.partiallyDropped) ctx.unverifiableRoots.add(r.objectid);
-  for (const { loc, refRoot } of treesToWalk(ctx)) {
-    ctx.onProgress?.(`checking tree ${loc.objectid}`);
+  // Metadata in use, in blocks: what the walk will read, near enough, for progress.
+  const metaBlocks = Number([...ctx.extents.values()].filter((e) => e.metadata).length) || 1;
+  for (const t of treesToWalk(ctx)) {
+    ctx.onProgress?.(`tree ${t.loc.objectid}`, report.stats.treeBlocks / metaBlocks);
     report.stats.trees++;
-    await walkOne(ctx, loc, refRoot, expanded);
+    rootBlocks.add(t.loc.bytenr);
+    await walkOne(ctx, t.loc, t.refRoot, t.lastSnapshot, expanded, facts, metaBlocks);
   }
+  await checkOwners(ctx, facts, rootBlocks);
   const log = ctx.info.logRoot;
   if (log) {
     // Log tree blocks are not in the extent tree until replay; only their integrity is checked.
@@ -60,10 +98,53 @@ function addRef(map: Map<bigint, { level: number; refs: RecordedRef[]; tree: big
   e.refs.push(ref);
 }
 
-async function walkOne(ctx: CheckContext, root: RootLocation, refRoot: bigint, expanded: Set<bigint>): Promise<void> {
+/**
+ * Item types that belong to one tree only, by the leaf's owner; btrfs check
+ * ignores such an item, and everything that needed it then goes missing.
+ */
+function wrongTreeFor(type: number, owner: bigint, bgTree: boolean): boolean {
+  switch (type) {
+    case KEY.DEV_ITEM:
+    case KEY.CHUNK_ITEM: return owner !== OBJ.CHUNK_TREE;
+    case KEY.EXTENT_ITEM:
+    case KEY.METADATA_ITEM: return owner !== OBJ.EXTENT_TREE;
+    case KEY.BLOCK_GROUP_ITEM: return owner !== (bgTree ? OBJ.BLOCK_GROUP_TREE : OBJ.EXTENT_TREE);
+    case KEY.ROOT_ITEM: return owner !== OBJ.ROOT_TREE;
+    case KEY.DEV_EXTENT: return owner !== OBJ.DEV_TREE;
+    default: return false;
+  }
+}
+
+const ONE = 1n;
+
+async function walkOne(
+  ctx: CheckContext, root: RootLocation, refRoot: bigint, lastSnapshot: bigint,
+  expanded: Set<bigint>, facts: Map<bigint, BlockFacts>, metaBlocks: number,
+): Promise<void> {
   const { info, report, found } = ctx;
   const inTree = new Set<bigint>();
-  const fullBackref = (bytenr: bigint) => ((ctx.extents.get(bytenr)?.flags ?? 0n) & EXTENT_FLAG.FULL_BACKREF) !== 0n;
+  const superGenLimit = info.sb.generation + ONE;
+  const bgTree = (info.sb.compat_ro_flags & FEATURE_COMPAT_RO.BLOCK_GROUP_TREE) !== 0n;
+
+  /** Full-backref mode of a block just read: the extent item's flag, unless it cannot be right (then overruled and reported). */
+  const backrefMode = (block: TreeBlock, isRoot: boolean): boolean => {
+    const rec = ctx.extents.get(block.bytenr);
+    const relocFlag = (block.header.flags & HEADER_FLAG.RELOC) !== 0n;
+    let full = rec ? (rec.flags & EXTENT_FLAG.FULL_BACKREF) !== 0n : (sharesBlocks(refRoot) || refRoot === OBJ.TREE_RELOC) && !isRoot && relocFlag;
+    let wrong = false;
+    if (full) {
+      // Reached from its own tree and written after that tree's last snapshot: nothing else can share it.
+      if (refRoot !== OBJ.TREE_RELOC && refRoot === block.owner && !relocFlag && block.generation > lastSnapshot) {
+        full = false;
+        wrong = true;
+      }
+    } else if (refRoot === OBJ.TREE_RELOC || relocFlag) {
+      full = true;
+      wrong = true;
+    }
+    if (wrong) report.error('bad-full-backref', `bad full backref, on [${block.bytenr}]`, { tree: refRoot, block: block.bytenr });
+    return full;
+  };
 
   const visit = async (bytenr: bigint, level: number, generation: bigint, firstKey: Key | undefined, hi: Key | undefined, parent: Parent | undefined): Promise<void> => {
     if (inTree.has(bytenr)) {
@@ -71,28 +152,53 @@ async function walkOne(ctx: CheckContext, root: RootLocation, refRoot: bigint, e
       return;
     }
     inTree.add(bytenr);
-    // A relocation tree's root block is FULL_BACKREF and references itself as parent.
-    const ref: RecordedRef = !parent ? (fullBackref(bytenr) ? { kind: 'shared-block', parent: bytenr } : { kind: 'tree', root: refRoot })
-      : parent.fullBackref ? { kind: 'shared-block', parent: parent.block.bytenr } : { kind: 'tree', root: parent.block.owner };
-    addRef(found.blocks, bytenr, level, root.objectid, ref);
-    if (expanded.has(bytenr)) return;
+    if (parent) {
+      addRef(found.blocks, bytenr, level, root.objectid,
+        parent.fullBackref ? { kind: 'shared-block', parent: parent.block.bytenr } : { kind: 'tree', root: parent.block.owner });
+    }
+    if (expanded.has(bytenr)) {
+      // Reached again through another tree's pointer: that pointer must agree with the block too.
+      const f = facts.get(bytenr);
+      if (f && generation !== 0n && f.generation !== generation) {
+        report.error('bad-tree-block', `parent transid verify failed on ${bytenr} wanted ${generation} found ${f.generation}`, { tree: root.objectid, block: bytenr });
+      }
+      return;
+    }
     expanded.add(bytenr);
     let block: TreeBlock;
     try {
-      block = await info.reader.read({ bytenr, level, generation, firstKey, owner: root.objectid });
+      block = await readBlock(ctx, { bytenr, level, generation, firstKey, owner: root.objectid });
     } catch (e) {
       ctx.treesOk = false;
       report.fromError(e, 'bad-tree-block', { tree: root.objectid, block: bytenr });
+      // The reference still counts: the parent points here whether or not the block reads.
+      if (!parent) addRef(found.blocks, bytenr, level, root.objectid, { kind: 'tree', root: refRoot });
       return;
     }
     report.stats.treeBlocks++;
+    if ((report.stats.treeBlocks & 255) === 0) ctx.onProgress?.(`tree ${root.objectid}`, report.stats.treeBlocks / metaBlocks);
     ctx.reachedBlocks.add(bytenr);
+    // A pointer generation of 0 verifies nothing (the reader treats it as unknown), but no writer stores one.
+    if (parent && generation === 0n) {
+      report.error('ptr-generation', `Wrong generation of child node/leaf, wanted: ${block.generation}, have: 0`, { tree: root.objectid, block: bytenr });
+    }
+    const rev = block.header.flags >> BACKREF_REV_SHIFT;
+    if (!parent) {
+      // A root references itself as its parent in a relocation tree or in the old backref format.
+      addRef(found.blocks, bytenr, level, root.objectid,
+        refRoot === OBJ.TREE_RELOC || rev < MIXED_BACKREF_REV ? { kind: 'shared-block', parent: bytenr } : { kind: 'tree', root: refRoot });
+    }
+    const full = backrefMode(block, !parent);
+    facts.set(bytenr, { owner: block.owner, level: block.level, generation: block.generation, firstKey: block.firstKey(), fullBackref: full });
+    ctx.shapes?.set(bytenr, shapeOf(block));
     if (hi && block.nritems > 0 && compareKeys(block.keyAt(block.nritems - 1), hi) >= 0) {
       report.error('bad-key-range', `tree block ${bytenr} last key ${formatKey(block.keyAt(block.nritems - 1))} is not below its parent's next key ${formatKey(hi)}`,
         { tree: root.objectid, block: bytenr });
     }
     if (!block.isLeaf) {
-      const me: Parent = { block, fullBackref: fullBackref(bytenr) };
+      const me: Parent = { block, fullBackref: full };
+      // Children already expanded from another tree are not read again.
+      prefetch(ctx, childExps(block, root.objectid).filter((c) => !expanded.has(c.bytenr)));
       for (let i = 0; i < block.ptrs.length; i++) {
         const p = block.ptrs[i]!;
         const next = block.ptrs[i + 1]?.key ?? hi;
@@ -101,22 +207,31 @@ async function walkOne(ctx: CheckContext, root: RootLocation, refRoot: bigint, e
       return;
     }
     if (root.objectid === OBJ.TREE_LOG) return;
-    const shared = fullBackref(bytenr);
     for (const it of block.items) {
-      if (it.key.type !== KEY.EXTENT_DATA) continue;
-      let fe;
-      try {
-        fe = decodeFileExtentItem(it.data);
-      } catch (e) {
-        report.fromError(e, 'bad-file-extent', { tree: root.objectid, block: bytenr, key: it.key, inode: it.key.objectid });
+      const k = it.key;
+      if (wrongTreeFor(k.type, block.owner, bgTree)) {
+        report.error('key-type-wrong-tree', `Invalid key type(${k.type}) found in root(${block.owner}): ignoring invalid key ${formatKey(k)}`,
+          { tree: root.objectid, block: bytenr, key: k });
         continue;
       }
-      if (fe.type === FILE_EXTENT.INLINE || !('disk_bytenr' in fe) || fe.disk_bytenr === 0n) continue;
-      let d = found.data.get(fe.disk_bytenr);
-      if (!d) found.data.set(fe.disk_bytenr, d = { numBytes: new Set(), refs: [], where: { tree: block.owner, inode: it.key.objectid, key: it.key } });
-      d.numBytes.add(fe.disk_num_bytes);
-      d.refs.push(shared ? { kind: 'shared-data', parent: bytenr, count: 1 }
-        : { kind: 'data', root: block.owner, objectid: it.key.objectid, offset: BigInt.asUintN(64, it.key.offset - fe.offset), count: 1 });
+      if (k.type !== KEY.EXTENT_DATA) continue;
+      // Raw reads: this runs for every file extent of the filesystem, and the item rules already vouched for the sizes.
+      const d = it.data;
+      if (d.length < 21 || d[20] === FILE_EXTENT.INLINE || d.length < 53) continue;
+      const diskBytenr = d.readBigUInt64LE(21);
+      if (diskBytenr === 0n) continue;
+      const feGen = d.readBigUInt64LE(0);
+      if (feGen > superGenLimit) {
+        report.error('bad-extent-generation', `invalid generation for extent ${diskBytenr}, have ${feGen} expect (0, ${superGenLimit}]`,
+          { tree: root.objectid, block: bytenr, key: k, inode: k.objectid });
+      }
+      const diskNumBytes = d.readBigUInt64LE(29);
+      const offset = d.readBigUInt64LE(37);
+      let e = found.data.get(diskBytenr);
+      if (!e) found.data.set(diskBytenr, e = { numBytes: diskNumBytes, refs: [], where: { tree: block.owner, inode: k.objectid, key: k } });
+      else if (e.numBytes !== diskNumBytes && !e.otherSizes?.includes(diskNumBytes)) (e.otherSizes ??= []).push(diskNumBytes);
+      e.refs.push(full ? { kind: 'shared-data', parent: bytenr, count: 1 }
+        : { kind: 'data', root: block.owner, objectid: k.objectid, offset: BigInt.asUintN(64, k.offset - offset), count: 1 });
     }
   };
   try {
@@ -125,5 +240,55 @@ async function walkOne(ctx: CheckContext, root: RootLocation, refRoot: bigint, e
     if (!(e instanceof BtrfsError)) throw e;
     ctx.treesOk = false;
     report.fromError(e, 'bad-tree-block', { tree: root.objectid });
+  }
+}
+
+/**
+ * A block not in full-backref mode names its owner in its header; some tree
+ * of that id must reference it directly, or (a block below shared nodes) the
+ * owner's tree must lead to it when searched for its first key.
+ */
+async function checkOwners(ctx: CheckContext, facts: Map<bigint, BlockFacts>, rootBlocks: Set<bigint>): Promise<void> {
+  const { info, report } = ctx;
+  const rootOf = (id: bigint): RootLocation | undefined => {
+    if (id === OBJ.ROOT_TREE) return info.treeRoot;
+    if (id === OBJ.CHUNK_TREE) return info.chunkRoot;
+    let best: RootLocation | undefined;
+    for (const r of ctx.roots) {
+      if (r.objectid === id && id !== OBJ.TREE_RELOC) best = { objectid: id, bytenr: r.item.bytenr, level: r.item.level, generation: r.item.generation };
+    }
+    return best;
+  };
+  for (const [bytenr, f] of facts) {
+    if (f.fullBackref) continue;
+    const refs = ctx.found.blocks.get(bytenr)?.refs ?? [];
+    if (refs.some((r) => r.kind === 'tree' && r.root === f.owner)) continue;
+    let ok = false;
+    if (!rootBlocks.has(bytenr) && f.firstKey) {
+      const loc = rootOf(f.owner);
+      if (loc) ok = await ownerTreeLeadsTo(ctx, loc, f.firstKey, f.level, bytenr);
+    }
+    if (!ok) {
+      report.error('owner-ref', `owner ref check failed [${bytenr} ${info.nodesize}] (header owner ${f.owner})`, { tree: f.owner, block: bytenr });
+    }
+  }
+}
+
+/** Whether searching `loc` for `k` down to level+1 ends at a pointer to `bytenr`; unreadable paths count as yes (their damage is reported elsewhere). */
+async function ownerTreeLeadsTo(ctx: CheckContext, loc: RootLocation, k: Key, level: number, bytenr: bigint): Promise<boolean> {
+  try {
+    let b = await ctx.info.reader.read({ bytenr: loc.bytenr, level: loc.level, generation: loc.generation, owner: loc.objectid });
+    if (b.level <= level) return false;
+    for (;;) {
+      let { slot } = b.search(k);
+      if (slot < 0) slot = 0;
+      const p = b.ptrs[slot];
+      if (!p) return false;
+      if (b.level === level + 1) return p.blockptr === bytenr;
+      b = await ctx.info.reader.read({ bytenr: p.blockptr, level: b.level - 1, generation: p.generation, firstKey: p.key, owner: loc.objectid });
+    }
+  } catch (e) {
+    if (!(e instanceof BtrfsError)) throw e;
+    return true;
   }
 }

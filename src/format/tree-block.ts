@@ -6,7 +6,7 @@
  */
 import { corrupt } from '../util/errors.js';
 import { HEADER_SIZE, ITEM_SIZE, KEY_PTR_SIZE } from './constants.js';
-import { headerCodec, itemCodec, keyPtrCodec, type Header, type KeyPtr } from './header.js';
+import { headerCodec, type Header, type KeyPtr } from './header.js';
 import { searchSlot, type Key } from './key.js';
 
 export interface LeafItem {
@@ -35,16 +35,26 @@ export class TreeBlock {
     if (this.header.level === 0) {
       if (HEADER_SIZE + n * ITEM_SIZE > nodesize) throw corrupt(`leaf nritems ${n} too large`, { block: bytenr, tree: owner });
       for (let slot = 0; slot < n; slot++) {
-        const it = itemCodec.decode(buf, HEADER_SIZE + slot * ITEM_SIZE);
-        const start = HEADER_SIZE + it.offset;
-        if (it.offset + it.size > nodesize - HEADER_SIZE || start < HEADER_SIZE + n * ITEM_SIZE && it.size > 0) {
-          throw corrupt(`item data out of bounds, offset ${it.offset} size ${it.size}`, { block: bytenr, tree: owner, slot, key: it.key });
+        // Read field by field: every block read decodes all its items, and the generic codec is the slow part.
+        const at = HEADER_SIZE + slot * ITEM_SIZE;
+        const key = { objectid: buf.readBigUInt64LE(at), type: buf[at + 8]!, offset: buf.readBigUInt64LE(at + 9) };
+        const offset = buf.readUInt32LE(at + 17);
+        const size = buf.readUInt32LE(at + 21);
+        const start = HEADER_SIZE + offset;
+        if (offset + size > nodesize - HEADER_SIZE || start < HEADER_SIZE + n * ITEM_SIZE && size > 0) {
+          throw corrupt(`item data out of bounds, offset ${offset} size ${size}`, { block: bytenr, tree: owner, slot, key });
         }
-        this.items.push({ key: it.key, offset: it.offset, size: it.size, data: buf.subarray(start, start + it.size) });
+        this.items.push({ key, offset, size, data: buf.subarray(start, start + size) });
       }
     } else {
       if (HEADER_SIZE + n * KEY_PTR_SIZE > nodesize) throw corrupt(`node nritems ${n} too large`, { block: bytenr, tree: owner });
-      for (let slot = 0; slot < n; slot++) this.ptrs.push(keyPtrCodec.decode(buf, HEADER_SIZE + slot * KEY_PTR_SIZE));
+      for (let slot = 0; slot < n; slot++) {
+        const at = HEADER_SIZE + slot * KEY_PTR_SIZE;
+        this.ptrs.push({
+          key: { objectid: buf.readBigUInt64LE(at), type: buf[at + 8]!, offset: buf.readBigUInt64LE(at + 9) },
+          blockptr: buf.readBigUInt64LE(at + 17), generation: buf.readBigUInt64LE(at + 25),
+        });
+      }
     }
   }
 

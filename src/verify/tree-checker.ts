@@ -56,7 +56,8 @@ export function checkTreeBlock(buf: Buffer, ctx: CheckContext, exp: BlockExpecta
   if (level >= MAX_LEVEL) throw corrupt(`tree block level ${level} too high`, where);
   if (exp.level !== undefined && level !== exp.level) throw corrupt(`bad tree block level, want ${exp.level} have ${level}`, where);
   const generation = buf.readBigUInt64LE(80);
-  if (exp.generation !== undefined && generation !== exp.generation) {
+  // An expected generation of 0 means "unknown", as in the kernel's parent transid check.
+  if (exp.generation !== undefined && exp.generation !== 0n && generation !== exp.generation) {
     throw corrupt(`parent transid verify failed on ${exp.bytenr} wanted ${exp.generation} found ${generation}`, where);
   }
   // Log tree blocks are written by fsync during the transaction after the

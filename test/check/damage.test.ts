@@ -18,6 +18,11 @@ const FIXTURE = 'filetypes-links-modes-times';
 
 /** Finds the first item of tree `tree` that `pick` accepts and lets `edit` change its bytes in place. */
 async function damage(tree: bigint, pick: (it: TreeItem) => boolean, edit: (data: Buffer) => void): Promise<CheckReport> {
+  return damageBlock(tree, pick, (_block, data) => edit(data));
+}
+
+/** Like damage, with the whole block (header included) to edit as well as the item's bytes. */
+async function damageBlock(tree: bigint, pick: (it: TreeItem) => boolean, edit: (block: Buffer, data: Buffer) => void): Promise<CheckReport> {
   const base = await FileDevice.open(await fixturePath(FIXTURE), { readOnly: true });
   try {
     const info = await FsInfo.open(base);
@@ -28,7 +33,7 @@ async function damage(tree: bigint, pick: (it: TreeItem) => boolean, edit: (data
     const buf = Buffer.from(hit!.block.buf);
     const item = hit!.block.items[hit!.slot]!;
     const data = buf.subarray(HEADER_SIZE + item.offset, HEADER_SIZE + item.offset + item.size);
-    edit(data);
+    edit(buf, data);
     checksum(info.csumType, buf.subarray(32)).copy(buf, 0);
     const dev = new OverlayDevice(base);
     for (const c of info.chunks.map(hit!.block.bytenr, info.nodesize)) dev.patch(Number(c.physical), buf);
@@ -90,6 +95,32 @@ describe('check: deliberate damage is caught', function () {
   it('an immutable regular file is fine', async () => {
     const r = await setInodeFlag(S_IFREG, INODE_FLAG.IMMUTABLE);
     expect(r.findings.map(formatFinding)).to.deep.equal([]);
+  });
+
+  it('a leaf whose header names a tree that does not reference it', async () => {
+    const r = await damageBlock(OBJ.FS_TREE, (it) => it.key.type === KEY.INODE_ITEM, (block) => block.writeBigUInt64LE(OBJ.EXTENT_TREE, 88));
+    expectError(r, 'owner-ref', /^owner ref check failed \[\d+ \d+\]/);
+  });
+
+  it("a root directory whose '..' reference has another index", async () => {
+    const r = await damage(OBJ.FS_TREE, (it) => it.key.type === KEY.INODE_REF && it.key.objectid === 256n, (d) => d.writeBigUInt64LE(1n, 0));
+    expectError(r, 'root-dir-ref', /^root 5 inode 256 errors: odd dir item/);
+  });
+
+  it('a chunk with a stripe length the kernel refuses', async () => {
+    const r = await damage(OBJ.CHUNK_TREE, (it) => it.key.type === KEY.CHUNK_ITEM, (d) => d.writeBigUInt64LE(4096n, 16));
+    expectError(r, 'chunk-invalid', /invalid chunk stripe length: 4096/);
+  });
+
+  it('a device item of another filesystem', async () => {
+    const r = await damage(OBJ.CHUNK_TREE, (it) => it.key.type === KEY.DEV_ITEM, (d) => { d[82] = d[82]! ^ 1; });
+    expectError(r, 'dev-item-fsid', /^dev item 1 belongs to filesystem [0-9a-f]{32}, not this one/);
+  });
+
+  it('a file extent turned preallocated while its data has checksums', async () => {
+    const r = await damage(OBJ.FS_TREE, (it) => it.key.type === KEY.EXTENT_DATA && it.data[20] === 1 && it.data.readBigUInt64LE(21) !== 0n,
+      (d) => { d[20] = 2; });
+    expectError(r, 'odd-csum-item', /odd csum item/);
   });
 
   it('a wrong directory isize', async () => {

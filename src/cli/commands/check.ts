@@ -1,7 +1,31 @@
 /** `tsbtrfs check IMAGE`: a read-only fsck, reported like btrfs check; exit 1 when errors are found. */
 import type { Command } from 'commander';
-import { checkImage, formatFinding, reportToJson } from '../../index.js';
+import cliProgress from 'cli-progress';
+import { checkImage, formatFinding, reportToJson, type CheckOptions } from '../../index.js';
 import { fail, write } from '../util.js';
+
+type Progress = Parameters<NonNullable<CheckOptions['onProgress']>>[0];
+
+/**
+ * A progress bar on stderr, only when stderr is a terminal (a pipe or a log
+ * file gets nothing); it is cleared when the check ends, before the report.
+ */
+function progressBar(): { update: (p: Progress) => void; stop: () => void } | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  const bar = new cliProgress.SingleBar({
+    format: 'checking |{bar}| {percentage}% | {phase}{detail}',
+    stream: process.stderr,
+    hideCursor: true,
+    clearOnComplete: true,
+    barsize: 30,
+  }, cliProgress.Presets.shades_classic);
+  bar.start(1000, 0, { phase: 'opening filesystem', detail: '' });
+  let stopped = false;
+  return {
+    update: (p) => bar.update(Math.round(p.fraction * 1000), { phase: p.phase.replace(/^checking /, ''), detail: p.detail ? ` (${p.detail})` : '' }),
+    stop: () => { if (!stopped) { stopped = true; bar.stop(); } },
+  };
+}
 
 export function register(program: Command): void {
   program
@@ -11,10 +35,10 @@ export function register(program: Command): void {
     .option('--check-data-csum', 'also read every data block and verify its checksum')
     .option('--json', 'print the report as JSON')
     .action(async (image: string, opts: { checkDataCsum?: boolean; json?: boolean }) => {
+      const bar = progressBar();
       try {
-        const progress = !opts.json && process.stderr.isTTY ? (phase: string) => { process.stderr.write(`\r\x1b[K[${phase}]`); } : undefined;
-        const r = await checkImage(image, { checkDataCsum: opts.checkDataCsum ?? false, onProgress: progress });
-        if (progress) process.stderr.write('\r\x1b[K');
+        const r = await checkImage(image, { checkDataCsum: opts.checkDataCsum ?? false, onProgress: bar?.update });
+        bar?.stop();
         if (opts.json) {
           await write(JSON.stringify(reportToJson(r), null, 2) + '\n');
         } else {
@@ -30,6 +54,7 @@ export function register(program: Command): void {
         }
         process.exitCode = r.clean ? 0 : 1;
       } catch (e) {
+        bar?.stop();
         fail(e);
       }
     });

@@ -1,0 +1,35 @@
+/**
+ * u64 values as plain numbers where they fit. The hot loops of a check
+ * handle millions of inode numbers, sizes and byte counts; as bigints each
+ * would be a heap allocation. A `U64` is a number when below 2^53 and a
+ * bigint otherwise, always normalized that way, so `===` between two U64s is
+ * exact and relational operators work across the two representations.
+ */
+export type U64 = number | bigint;
+
+const SAFE = Number.MAX_SAFE_INTEGER;
+const SAFE_BIG = BigInt(SAFE);
+
+/** The u64 at `off`, little-endian. */
+export function readU64(b: Buffer, off: number): U64 {
+  const hi = b.readUInt32LE(off + 4);
+  // Below 2^53 the high word fits in 21 bits and the double is exact.
+  return hi < 0x200000 ? hi * 4294967296 + b.readUInt32LE(off) : b.readBigUInt64LE(off);
+}
+
+export function fromBig(v: bigint): U64 {
+  return v <= SAFE_BIG ? Number(v) : v;
+}
+
+export function toBig(v: U64): bigint {
+  return typeof v === 'bigint' ? v : BigInt(v);
+}
+
+/** a + b, wrapping at 2^64 as the on-disk arithmetic does. */
+export function addU64(a: U64, b: U64): U64 {
+  if (typeof a === 'number' && typeof b === 'number') {
+    const s = a + b;
+    if (s <= SAFE) return s;
+  }
+  return fromBig(BigInt.asUintN(64, toBig(a) + toBig(b)));
+}

@@ -1,0 +1,74 @@
+/**
+ * Tree traversal for the check passes: depth first, in key order, through
+ * the verifying block reader, with every node's children requested at once
+ * so that the device works on many reads while the walk waits for the
+ * first. Items are handed to synchronous callbacks, leaf by leaf: a check
+ * visits every item of the filesystem, and an await per item would cost
+ * more than the work done on it.
+ */
+import type { Key } from '../format/key.js';
+import type { LeafItem, TreeBlock } from '../format/tree-block.js';
+import type { BlockExpectation } from '../verify/tree-checker.js';
+import type { RootLocation } from '../tree/search.js';
+import type { CheckContext } from './context.js';
+
+interface Pending { exp: BlockExpectation; block: Promise<TreeBlock> }
+
+const inflight: WeakMap<CheckContext, Map<bigint, Pending>> = new WeakMap();
+
+const sameExp = (a: BlockExpectation, b: BlockExpectation) =>
+  a.level === b.level && a.generation === b.generation && a.owner === b.owner
+  && (a.firstKey === b.firstKey || (a.firstKey !== undefined && b.firstKey !== undefined
+    && a.firstKey.objectid === b.firstKey.objectid && a.firstKey.type === b.firstKey.type && a.firstKey.offset === b.firstKey.offset));
+
+/** Starts reading these blocks; a later readBlock with the same expectations takes the result. */
+export function prefetch(ctx: CheckContext, exps: BlockExpectation[]): void {
+  let m = inflight.get(ctx);
+  if (!m) inflight.set(ctx, m = new Map());
+  for (const exp of exps) {
+    if (m.has(exp.bytenr)) continue;
+    const block = ctx.info.reader.read(exp);
+    // Failures surface when the block is actually asked for.
+    block.catch(() => undefined);
+    m.set(exp.bytenr, { exp, block });
+  }
+}
+
+/** A verified block: the prefetched read when it was made with the same expectations, else a new one. */
+export function readBlock(ctx: CheckContext, exp: BlockExpectation): Promise<TreeBlock> {
+  const m = inflight.get(ctx);
+  const p = m?.get(exp.bytenr);
+  if (p) {
+    m!.delete(exp.bytenr);
+    if (sameExp(p.exp, exp)) return p.block;
+  }
+  return ctx.info.reader.read(exp);
+}
+
+/** The expectations a node's pointers give its children. */
+export function childExps(node: TreeBlock, owner: bigint): BlockExpectation[] {
+  return node.ptrs.map((p) => ({ bytenr: p.blockptr, level: node.level - 1, generation: p.generation, firstKey: p.key, owner }));
+}
+
+/**
+ * Calls `fn` on every leaf of the tree, in key order. A block that cannot be
+ * read ends the walk with its error (callers report it).
+ */
+export async function forEachLeaf(ctx: CheckContext, loc: RootLocation, fn: (leaf: TreeBlock) => void): Promise<void> {
+  const visit = async (exp: BlockExpectation): Promise<void> => {
+    const b = await readBlock(ctx, exp);
+    if (b.isLeaf) { fn(b); return; }
+    const kids = childExps(b, loc.objectid);
+    prefetch(ctx, kids);
+    for (const k of kids) await visit(k);
+  };
+  await visit({ bytenr: loc.bytenr, level: loc.level, generation: loc.generation, owner: loc.objectid });
+}
+
+/** Calls `fn` on every item of the tree, in key order (see forEachLeaf). */
+export async function forEachItem(ctx: CheckContext, loc: RootLocation, fn: (key: Key, data: Buffer, block: TreeBlock, slot: number) => void): Promise<void> {
+  await forEachLeaf(ctx, loc, (leaf) => {
+    const items: LeafItem[] = leaf.items;
+    for (let i = 0; i < items.length; i++) fn(items[i]!.key, items[i]!.data, leaf, i);
+  });
+}
