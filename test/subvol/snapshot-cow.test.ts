@@ -56,10 +56,16 @@ describe('subvolumes: snapshots share blocks, copy on write', function () {
         top.set(f.name, f);
       }
       await w.commit();
+      const dataUsed = (): bigint => w.space.all().filter((g) => g.kind === 'data').reduce((n, g) => n + g.used, 0n);
+      const usedBefore = w.space.bytesUsed;
+      const dataBefore = dataUsed();
       t = w.transaction();
       const snap = await createSnapshot(t, OBJ.FS_TREE, { parentTree: OBJ.FS_TREE, parentDir: 256n, name: Buffer.from('snap') }, NOW);
       await w.commit();
       const usedAfterSnap = w.space.bytesUsed;
+      // shared, not copied: no data, and only a handful of tree blocks (the two roots and their paths)
+      expect(dataUsed()).to.equal(dataBefore);
+      expect(usedAfterSnap - usedBefore <= 16n * BigInt(nodesize), `snapshot cost ${usedAfterSnap - usedBefore} bytes`).to.equal(true);
       const sAt: RawDir = { tree: snap, dir: 256n };
       snapFiles = new Map([...top].map(([n, f]) => [n, { ...f, at: sAt }]));
       t = w.transaction();
