@@ -19,9 +19,9 @@ import { decodeInodeItem, encodeInodeItem, type InodeItem } from '../format/item
 import { encodeInodeRefs } from '../format/items/inode-ref.js';
 import { decodeDirItems, encodeDirItems } from '../format/items/dir-item.js';
 import { encodeRootRef } from '../format/items/root-ref.js';
-import { decodeUuidItem, encodeUuidItem, uuidKeyParts } from '../format/items/uuid-item.js';
 import type { RootItem } from '../format/items/root-item.js';
 import type { Transaction } from '../transaction/transaction.js';
+import { addUuidEntry } from './uuid-tree.js';
 
 const ZERO_UUID = Buffer.alloc(16);
 const ZERO_TIME: Timespec = { sec: 0n, nsec: 0 };
@@ -89,20 +89,6 @@ export async function linkSubvolume(txn: Transaction, link: SubvolLink, child: b
   await txn.update(parentTree, dk, encodeInodeItem(dir));
 }
 
-async function addUuid(txn: Transaction, uuid: Buffer, type: number, id: bigint): Promise<void> {
-  const { objectid, offset } = uuidKeyParts(uuid);
-  const k = key(objectid, type, offset);
-  const old = await txn.lookup(OBJ.UUID_TREE, k);
-  if (old) {
-    const ids = decodeUuidItem(old);
-    if (ids.includes(id)) return;
-    await txn.resize(OBJ.UUID_TREE, k, old.length + 8);
-    await txn.update(OBJ.UUID_TREE, k, encodeUuidItem([...ids, id]));
-  } else {
-    await txn.insert(OBJ.UUID_TREE, k, encodeUuidItem([id]));
-  }
-}
-
 function baseRootItem(gen: bigint): Omit<RootItem, 'inode' | 'bytenr' | 'level' | 'uuid' | 'ctime' | 'otime'> {
   return {
     generation: gen, root_dirid: 256n, byte_limit: 0n, bytes_used: 0n, last_snapshot: 0n, flags: 0n, refs: 1,
@@ -128,7 +114,7 @@ export async function createSubvolume(txn: Transaction, link: SubvolLink, now: T
   await txn.insert(id, key(256n, KEY.INODE_ITEM, 0n), encodeInodeItem(root));
   await txn.insert(id, key(256n, KEY.INODE_REF, 256n), encodeInodeRefs([{ index: 0n, name: Buffer.from('..') }]));
   await linkSubvolume(txn, link, id, now);
-  await addUuid(txn, uuid, KEY.UUID_KEY_SUBVOL, id);
+  await addUuidEntry(txn, uuid, KEY.UUID_KEY_SUBVOL, id);
   return id;
 }
 
@@ -154,6 +140,6 @@ export async function createSnapshot(txn: Transaction, src: bigint, link: Subvol
   };
   await txn.addRoot(id, gen, item);
   await linkSubvolume(txn, link, id, now);
-  await addUuid(txn, uuid, KEY.UUID_KEY_SUBVOL, id);
+  await addUuidEntry(txn, uuid, KEY.UUID_KEY_SUBVOL, id);
   return id;
 }
