@@ -34,7 +34,9 @@ import { Subvolumes } from '../subvol/api.js';
 import type { RootLocks } from '../subvol/root-lock.js';
 import type { Stats } from './stats.js';
 import type { SubvolumeInfo } from './subvolumes.js';
-import { writeFileData, fileWriter, truncateFileData, dropFileData, writeSymlinkTarget } from './file-write.js';
+import { writeFileData, fileWriter, truncateFileData, writeSymlinkTarget } from './file-write.js';
+import { dropLink, renameEntry } from './link-ops.js';
+import { cloneRange } from './clone-range.js';
 import type { FileCtx } from './file-extents.js';
 import {
   Counters, LINK_MAX, addLink, removeLink, readInode, writeInode, newInode, findEntry, ftOf, parentOf,
@@ -282,21 +284,8 @@ export class WritableFilesystem {
     });
   }
 
-  /** Drops one link of inode `ino`; the last one takes the inode with it. */
-  private async dropLink(t: Transaction, tree: bigint, dirIno: bigint, name: Buffer, ino: bigint): Promise<void> {
-    const now = this.now();
-    await removeLink(t, tree, dirIno, name, ino, now);
-    const item = await readInode(t, tree, ino);
-    const isDir = (item.mode & S_IFMT) === S_IFDIR;
-    if (!isDir && item.nlink > 1) {
-      item.nlink--;
-      item.ctime = now;
-      await writeInode(t, tree, ino, item);
-      return;
-    }
-    const t2 = item.mode & S_IFMT;
-    if (t2 === S_IFREG || t2 === S_IFLNK) await dropFileData(this.fileCtx(t, { subvol: tree, ino }, item));
-    await deleteInodeItems(t, tree, ino);
+  private dropLink(t: Transaction, tree: bigint, dirIno: bigint, name: Buffer, ino: bigint): Promise<void> {
+    return dropLink(t, tree, dirIno, name, ino, this.now(), this.noHoles);
   }
 
   unlink(path: string): Promise<void> {
@@ -331,46 +320,12 @@ export class WritableFilesystem {
       const v = new TxView(t);
       const from = await this.parent(v, oldPath, 'rename');
       const to = await this.parent(v, newPath, 'rename');
-      const src = await findEntry(t, from.dir.subvol, from.dir.ino, from.name);
-      if (!src) throw new BtrfsError('ENOENT', 'no such file or directory', { syscall: 'rename', path: oldPath });
-      if (from.dir.subvol !== to.dir.subvol) throw new BtrfsError('EXDEV', 'cross-subvolume rename', { syscall: 'rename', path: oldPath });
-      if (src.location.type === KEY.ROOT_ITEM) throw new BtrfsError('EXDEV', 'renaming a subvolume is not supported', { syscall: 'rename', path: oldPath });
-      const tree = from.dir.subvol;
-      const ino = src.location.objectid;
-      const item = await readInode(t, tree, ino);
-      const isDir = (item.mode & S_IFMT) === S_IFDIR;
-      const dst = await findEntry(t, tree, to.dir.ino, to.name);
-      if (dst && dst.location.type === KEY.INODE_ITEM && dst.location.objectid === ino) return; // same inode: POSIX says do nothing
-      // the kernel's lock_rename "trap": the source may not be an ancestor of
-      // the target (EINVAL), nor the target an ancestor of the source
-      // (ENOTEMPTY), both judged before the entries' types
-      const ancestors = async (from: bigint): Promise<Set<bigint>> => {
-        const seen = new Set<bigint>();
-        for (let d: bigint | undefined = from; d !== undefined; d = d === ROOT_DIR_INO ? undefined : await parentOf(t, tree, d)) {
-          if (seen.has(d)) throw new BtrfsError('EUCLEAN', `directory ${d} is its own ancestor`, { syscall: 'rename', path: newPath, tree });
-          seen.add(d);
-        }
-        return seen;
-      };
-      if (isDir && (await ancestors(to.dir.ino)).has(ino)) throw new BtrfsError('EINVAL', 'cannot move a directory into itself', { syscall: 'rename', path: newPath });
-      if (dst && dst.location.type === KEY.INODE_ITEM && (await ancestors(from.dir.ino)).has(dst.location.objectid)) {
-        throw new BtrfsError('ENOTEMPTY', 'directory not empty', { syscall: 'rename', path: newPath });
+      if (from.dir.subvol !== to.dir.subvol) {
+        // judged after the source is found: a missing source is ENOENT first
+        if (!(await findEntry(t, from.dir.subvol, from.dir.ino, from.name))) throw new BtrfsError('ENOENT', 'no such file or directory', { syscall: 'rename', path: oldPath });
+        throw new BtrfsError('EXDEV', 'cross-subvolume rename', { syscall: 'rename', path: oldPath });
       }
-      if (dst) {
-        if (dst.location.type === KEY.ROOT_ITEM) throw new BtrfsError(isDir ? 'EPERM' : 'EISDIR', 'target is a subvolume', { syscall: 'rename', path: newPath });
-        const ditem = await readInode(t, tree, dst.location.objectid);
-        const dIsDir = (ditem.mode & S_IFMT) === S_IFDIR;
-        if (isDir && !dIsDir) throw new BtrfsError('ENOTDIR', 'not a directory', { syscall: 'rename', path: newPath });
-        if (!isDir && dIsDir) throw new BtrfsError('EISDIR', 'is a directory', { syscall: 'rename', path: newPath });
-        if (dIsDir && ditem.size !== 0n) throw new BtrfsError('ENOTEMPTY', 'directory not empty', { syscall: 'rename', path: newPath });
-        await this.dropLink(t, tree, to.dir.ino, to.name, dst.location.objectid);
-      }
-      const now = this.now();
-      await removeLink(t, tree, from.dir.ino, from.name, ino, now);
-      await addLink(t, this.counters, tree, to.dir.ino, to.name, ino, ftOf(item.mode), now);
-      const after = await readInode(t, tree, ino);
-      after.ctime = now;
-      await writeInode(t, tree, ino, after);
+      await renameEntry(t, this.counters, from.dir.subvol, { dir: from.dir.ino, name: from.name, path: oldPath }, { dir: to.dir.ino, name: to.name, path: newPath }, this.now(), this.noHoles);
     });
   }
 
@@ -448,6 +403,38 @@ export class WritableFilesystem {
       const f = await this.openFile(t, path, 'write', undefined);
       await this.fill(t, f, position, data);
       return data.length;
+    });
+  }
+
+  /**
+   * Reflink, as the FICLONERANGE ioctl (cp --reflink): [dstOffset, +length)
+   * of `dst` shares the extents of [srcOffset, +length) of `src` (length 0:
+   * to the source's end), across subvolumes too. Offsets must be sector
+   * aligned and the length too unless it reaches the source's end (EINVAL
+   * otherwise, as from the kernel); ranges of one file may not overlap.
+   */
+  clone(src: string, dst: string, opts: { srcOffset?: number; dstOffset?: number; length?: number } = {}): Promise<void> {
+    return this.run('clone', dst, async (t) => {
+      const s = await this.openFile(t, src, 'clone', undefined);
+      const d = await this.openFile(t, dst, 'clone', undefined);
+      const sec = t.sectorsize;
+      const srcOff = opts.srcOffset ?? 0;
+      const dstOff = opts.dstOffset ?? 0;
+      const size = Number(s.item.size);
+      const len = opts.length || Math.max(0, size - srcOff);
+      const bad = (why: string) => new BtrfsError('EINVAL', why, { syscall: 'clone', path: dst });
+      if (![srcOff, dstOff, len].every((n) => Number.isSafeInteger(n) && n >= 0)) throw bad('offsets and length must be non-negative integers');
+      if (srcOff + len > size) throw bad('the source range ends past its end of file');
+      if (srcOff % sec || dstOff % sec || (len % sec && srcOff + len !== size)) throw bad(`offsets and length must be multiples of ${sec} (the length may end at the source's end)`);
+      const same = s.subvol === d.subvol && s.ino === d.ino;
+      if (same && srcOff < dstOff + len && dstOff < srcOff + len) throw bad('overlapping ranges of one file');
+      if (len === 0) return;
+      const dstItem = same ? s.item : d.item;
+      await cloneRange(this.fileCtx(t, d, dstItem), dstOff, this.fileCtx(t, s, s.item), srcOff, len);
+      const now = this.now();
+      dstItem.mtime = now;
+      dstItem.ctime = now;
+      await writeInode(t, d.subvol, d.ino, dstItem);
     });
   }
 

@@ -104,7 +104,7 @@ export class CloneFinder {
         if (item.key.type !== KEY.EXTENT_DATA) continue;
         const fe = decodeFileExtentItem(item.data);
         if (isInlineExtent(fe) || fe.disk_bytenr !== bytenr) continue;
-        add(item.key.objectid, item.key.offset - fe.offset);
+        add(item.key.objectid, BigInt.asUintN(64, item.key.offset - fe.offset));
       }
     }
     return out.slice(0, MAX_REFS);
@@ -120,7 +120,8 @@ export class CloneFinder {
     for (const root of this.roots) {
       for (const { ino, base } of refs) {
         if (root.self && (ino === req.ino || !this.isFinal(ino))) continue;
-        const at = base + req.extentOffset;
+        // a reference's offset wraps below zero when an extent was cloned to before its own start
+        const at = BigInt.asUintN(64, base + req.extentOffset);
         const it = await findLastItem(this.reader, root.view.root, key(ino, KEY.EXTENT_DATA, 0n), key(ino, KEY.EXTENT_DATA, at));
         if (!it) continue;
         const fe = decodeFileExtentItem(it.data);

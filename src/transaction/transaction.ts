@@ -179,7 +179,7 @@ export class Transaction implements TreeStore, TreeItems {
       if (it.key.type !== KEY.EXTENT_DATA) continue;
       const fe = decodeFileExtentItem(it.data);
       if (isInlineExtent(fe) || fe.disk_bytenr === 0n) continue;
-      const ref = full ? { parent: b.bytenr } : { root: tree, ino: it.key.objectid, offset: it.key.offset - fe.offset };
+      const ref = full ? { parent: b.bytenr } : { root: tree, ino: it.key.objectid, offset: BigInt.asUintN(64, it.key.offset - fe.offset) };
       this.refs.dataRef(fe.disk_bytenr, fe.disk_num_bytes, ref, delta);
     }
   }
