@@ -42,6 +42,8 @@ export {
   type DumpOptions, type DumpResult, type DumpSink,
 } from './receive/dump.js';
 
+export { receive, type ReceiveOptions, type ReceivedSubvolume } from './receive/apply.js';
+
 // --- send (a read-only snapshot as a stream, full or incremental) -------------------
 export { send, type SendOptions, type SendStats } from './send/index.js';
 

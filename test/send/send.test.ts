@@ -15,83 +15,12 @@ import * as path from 'node:path';
 import { requireNativeOrSkip } from '../helpers/kernel.js';
 import { seedsFromEnv } from '../native/random-tree.js';
 import {
-  Mounted, HardChanges, Rng, TreeGenerator, mkfs, run, runOk, sendToFile, subvolIds, summarize, kernelDump,
-  kernelReceive, compareTrees, tempDir, entries, py, randomTimeNs, MiB, type StreamSummary,
+  Mounted, HardChanges, Rng, TreeGenerator, mkfs, runOk, sendToFile, subvolIds, summarize, kernelDump,
+  kernelReceive, compareTrees, tempDir, buildChain, run, entries, py, randomTimeNs, MiB, type StreamSummary,
 } from './send-kit.js';
-
-const ROUNDS = 5;
 
 function fmtRatio(a: number, b: number): string {
   return b === 0 ? 'n/a' : (a / b).toFixed(3);
-}
-
-interface Built { img: string; snaps: string[]; log: string[] }
-
-/** A kernel image: subvolume `vol` populated, then changed in ROUNDS seeded rounds, snapshot s0..sN read-only after each. */
-async function buildChain(dir: string, rng: Rng): Promise<Built> {
-  const img = path.join(dir, 'a.img');
-  const args = rng.chance(0.3) ? ['-n', '4096'] : [];
-  await mkfs(img, 1024 * MiB, args);
-  const mnt = path.join(dir, 'ma');
-  const options = rng.chance(0.4) ? [rng.pick(['compress=zstd', 'compress=lzo', 'compress-force=zlib'])] : [];
-  const log: string[] = [`mkfs ${args.join(' ')} mount -o ${options.join(',') || 'defaults'}`];
-  let m = await Mounted.open(img, mnt, options);
-  const snaps: string[] = [];
-  try {
-    const vol = path.join(mnt, 'vol');
-    await runOk('btrfs', ['subvolume', 'create', vol]);
-    const gen = new TreeGenerator(vol, rng, { dataBudget: 40 * MiB });
-    const hard = new HardChanges(vol, rng);
-    await gen.populate(vol, 0, rng.int(25, 40));
-    await gen.retime(0.6);
-    await gen.sync();
-    const snap = async (i: number): Promise<void> => {
-      await runOk('btrfs', ['filesystem', 'sync', mnt]);
-      await runOk('btrfs', ['subvolume', 'snapshot', '-r', vol, path.join(mnt, `s${i}`)]);
-      snaps.push(`s${i}`);
-    };
-    await snap(0);
-    for (let round = 1; round <= ROUNDS; round++) {
-      log.push(`# round ${round}`);
-      const n = rng.int(40, 80);
-      for (let i = 0; i < n; i++) {
-        if (rng.chance(0.3)) {
-          const what = await hard.random();
-          if (what) log.push(what);
-          // the generator caches its view of the tree: make it look again
-          await gen.sync();
-        } else await gen.change();
-      }
-      if (round === 3) {
-        // an inode number reused with a new generation: free the highest number, remount, create again
-        const all = await entries(vol);
-        const top = all.reduce((x, y) => (y.ino > x.ino ? y : x));
-        const r = await run('rm', ['-rf', top.path]);
-        if (r.code === 0) {
-          await runOk('btrfs', ['filesystem', 'sync', mnt]);
-          await m.close();
-          m = await Mounted.open(img, mnt, options);
-          const asDir = rng.chance(0.5);
-          if (asDir) {
-            await fsp.mkdir(top.path);
-            await fsp.writeFile(path.join(top.path, 'reborn'), 'x');
-          } else await fsp.writeFile(top.path, 'reborn file\n');
-          const again = (await fsp.lstat(top.path, { bigint: true })).ino;
-          log.push(`reuse ${top.path} ino ${top.ino} (${top.type}) -> ${again} (${asDir ? 'dir' : 'file'})`);
-        }
-      }
-      await gen.retime(0.3);
-      await py((await entries(vol)).filter(() => rng.chance(0.05)).map((e) => ({
-        op: 'utime', path: e.path, atime: randomTimeNs(rng).toString(), mtime: randomTimeNs(rng).toString(), soft: true,
-      })));
-      await gen.sync();
-      await snap(round);
-    }
-    log.push(...gen.log.slice(-40));
-  } finally {
-    await m.close();
-  }
-  return { img, snaps, log };
 }
 
 describe('send: streams replayed by the real btrfs receive', function () {
