@@ -121,6 +121,21 @@ export class Transaction implements TreeStore, TreeItems {
    */
   async cowBlock(old: BlockView, owner: bigint): Promise<bigint> {
     const bytenr = await this.allocBlock(owner, old.level);
+    await this.handOver(old, owner, bytenr);
+    return bytenr;
+  }
+
+  /** A merge emptied `old` into another block of `owner`: references move as for a copy, then `old` is let go. */
+  async dropBlock(old: BlockView, owner: bigint): Promise<void> {
+    await this.handOver(old, owner);
+  }
+
+  /**
+   * update_ref_for_cow's reference moves, from `old` to the block of
+   * `owner` that holds its content now (`copy`, or a merge's target), and
+   * the tree's reference to `old` dropped.
+   */
+  private async handOver(old: BlockView, owner: bigint, copy?: bigint): Promise<void> {
     const { refs, flags } = await this.extentInfo(old, owner);
     const full = (flags & EXTENT_FLAG.FULL_BACKREF) !== 0n;
     if (refs > 1n) {
@@ -128,14 +143,13 @@ export class Transaction implements TreeStore, TreeItems {
         this.incRef(old, owner, true, 1);
         this.refs.setTreeBlockFlags(old.bytenr, old.level, old.owner, EXTENT_FLAG.FULL_BACKREF);
       } else {
-        this.incRef(old, owner, false, 1, bytenr);
+        this.incRef(old, owner, false, 1, copy);
       }
     } else if (full) {
-      this.incRef(old, owner, false, 1, bytenr);
+      this.incRef(old, owner, false, 1, copy);
       this.incRef(old, owner, true, -1);
     }
     this.freeBlock(old.bytenr, owner, old.level);
-    return bytenr;
   }
 
   /** References and flags of a tree block as the extent tree will say after this transaction's pending changes. */

@@ -43,7 +43,7 @@ export interface TreeOp {
   cowChild(parent: CowNode, slot: number): Promise<CowNode>;
   newBlock(level: number): Promise<CowNode>;
   /** the block is no longer referenced by the tree */
-  release(v: BlockView): void;
+  release(v: BlockView): Promise<void>;
   readonly generation: bigint;
   /** counts each structural change by name (BalanceEvent), for tests and tuning */
   count(event: BalanceEvent): void;
@@ -106,7 +106,7 @@ async function settleLeaf(op: TreeOp, parent: CowNode, slot: number): Promise<vo
         const into = await op.cowChild(parent, slot - 1);
         into.items.push(...leaf.items);
         parent.ptrs.splice(slot, 1);
-        op.release(leaf);
+        await op.release(leaf);
         op.count('leaf-merge');
         leaf = into;
         slot--;
@@ -119,7 +119,7 @@ async function settleLeaf(op: TreeOp, parent: CowNode, slot: number): Promise<vo
         const wasEmpty = leaf.items.length === 0;
         leaf.items.push(...right.items.map(copyItem));
         parent.ptrs.splice(slot + 1, 1);
-        op.release(right);
+        await op.release(right);
         op.count('leaf-merge');
         if (wasEmpty && leaf.items.length) setParentKeyOf(op, parent, slot, leaf.keyAt(0));
         continue;
@@ -244,7 +244,7 @@ async function settleJunction(op: TreeOp, node: CowNode, j: number): Promise<voi
   const into = await op.cowChild(node, j - 1);
   into.items.push(...b.items.map(copyItem));
   node.ptrs.splice(j, 1);
-  op.release(b);
+  await op.release(b);
   op.count('junction-merge');
 }
 
@@ -283,7 +283,7 @@ async function fixUnderfullNode(op: TreeOp, level: number): Promise<void> {
       const j = into.ptrs.length;
       into.ptrs.push(...node.ptrs);
       parent.ptrs.splice(slot, 1);
-      op.release(node);
+      await op.release(node);
       op.count('node-merge');
       op.nodes[level] = into;
       op.slots[level + 1] = slot - 1;
@@ -303,7 +303,7 @@ async function fixUnderfullNode(op: TreeOp, level: number): Promise<void> {
     const j = node.ptrs.length;
     node.ptrs.push(...right.ptrs.map((p) => ({ key: p.key, blockptr: p.blockptr, generation: p.generation })));
     parent.ptrs.splice(slot + 1, 1);
-    op.release(right);
+    await op.release(right);
     op.count('node-merge');
     await settleJunction(op, node, j);
   } else {
@@ -336,7 +336,7 @@ export async function fixNodesUp(op: TreeOp): Promise<void> {
     const root = op.nodes[top]!;
     if (root.ptrs.length !== 1) break;
     const only = root.ptrs[0]!;
-    op.release(root);
+    await op.release(root);
     op.count('root-shrink');
     op.nodes.pop();
     // The child keeps its own generation: a clean child becomes the root as it is.

@@ -300,9 +300,10 @@ export class CowTree {
         return node;
       },
       count: (event) => { tree.stats[event] = (tree.stats[event] ?? 0) + 1; },
-      release: (v) => {
-        tree.dirty.delete(v.bytenr);
-        tree.store.freeBlock(v.bytenr, owner, v.level);
+      release: async (v) => {
+        // a block of this transaction is only ours; an older one may be shared with snapshots
+        if (tree.dirty.delete(v.bytenr)) tree.store.freeBlock(v.bytenr, owner, v.level);
+        else await tree.store.dropBlock(v, owner);
       },
     };
   }

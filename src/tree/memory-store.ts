@@ -77,6 +77,10 @@ export class MemoryTreeStore implements TreeStore {
     return bytenr;
   }
 
+  async dropBlock(old: BlockView, owner: bigint): Promise<void> {
+    this.freeBlock(old.bytenr, owner, old.level);
+  }
+
   freeBlock(bytenr: bigint, owner: bigint, level: number): void {
     const rec = this.allocated.get(bytenr);
     if (!rec) throw new BtrfsError('EINVAL', `freeing block ${bytenr} that was never allocated`, { block: bytenr, tree: owner });

@@ -29,6 +29,14 @@ export interface TreeStore {
    * the copy's children their references: the kernel's update_ref_for_cow).
    */
   cowBlock(old: BlockView, owner: bigint): Promise<bigint>;
+  /**
+   * Tree `owner` lets go of block `old` of an earlier generation because
+   * another of its blocks took the items over (a merge). For a block shared
+   * with snapshots that is a copy in all but name: the references move as
+   * cowBlock moves them (the snapshot keeps reaching the children through
+   * `old`), then the tree's own reference to `old` goes.
+   */
+  dropBlock(old: BlockView, owner: bigint): Promise<void>;
   /** The block's new image, to be written at commit. Only for blocks of this transaction. */
   writeDirty(bytenr: bigint, buf: Buffer): void;
 }
