@@ -26,6 +26,13 @@ export interface ExtentTreeContext {
   nodesize: number;
   /** removes the checksums of a freed data extent */
   deleteCsums: (start: bigint, end: bigint) => Promise<void>;
+  /**
+   * When set, items of new extents are collected here instead of inserted
+   * one by one; the caller inserts them (one sorted batch) before anything
+   * looks them up. Nothing in a round of reference changes does: new
+   * extents are never looked up, only built.
+   */
+  newItems?: { key: Key; data: Buffer }[];
 }
 
 const E = OBJ.EXTENT_TREE;
@@ -184,6 +191,10 @@ async function deleteKeyedRefs(ctx: ExtentTreeContext, bytenr: bigint): Promise<
 async function store(ctx: ExtentTreeContext, k: Key, raw: Buffer | undefined, item: ExtentItem): Promise<void> {
   sortInlineRefs(item.inlineRefs);
   const buf = encodeExtentItem(item);
+  if (!raw && ctx.newItems) {
+    ctx.newItems.push({ key: k, data: buf });
+    return;
+  }
   if (!raw) {
     await ctx.items.insert(E, k, buf);
     return;

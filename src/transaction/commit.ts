@@ -11,7 +11,7 @@
  */
 import { BtrfsError } from '../util/errors.js';
 import { KEY, OBJ, BLOCK_GROUP, DISK_KEY_SIZE, SYSTEM_CHUNK_ARRAY_SIZE, SUPER_MIRROR_OFFSETS, SUPER_INFO_SIZE, FEATURE_COMPAT_RO } from '../format/constants.js';
-import { key, encodeKey } from '../format/key.js';
+import { key, encodeKey, type Key } from '../format/key.js';
 import { encodeChunkItem } from '../format/items/chunk-item.js';
 import { devItem as devItemCodec } from '../format/items/dev-item.js';
 import { encodeDevExtent } from '../format/items/dev-extent.js';
@@ -50,8 +50,12 @@ export async function settle(txn: Transaction, t: CommitTarget): Promise<number>
     if (!txn.refs.empty) {
       changed = true;
       const { meta, data } = txn.refs.take();
-      for (const [bytenr, d] of data) await applyDataRefs(ctx, bytenr, d);
-      for (const [bytenr, m] of meta) await applyMetaRef(ctx, bytenr, m);
+      const newItems: { key: Key; data: Buffer }[] = [];
+      const batched: ExtentTreeContext = { ...ctx, newItems };
+      for (const [bytenr, d] of data) await applyDataRefs(batched, bytenr, d);
+      for (const [bytenr, m] of meta) await applyMetaRef(batched, bytenr, m);
+      // one sorted batch: new extents are mostly appends, a descent per leaf
+      if (newItems.length) await txn.insertItems(OBJ.EXTENT_TREE, newItems);
     }
     for (const g of t.space.all()) {
       if (t.writtenUsed.get(g.start) !== g.used) {

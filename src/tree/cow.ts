@@ -17,7 +17,8 @@
  */
 import { BtrfsError } from '../util/errors.js';
 import { compareKeys, formatKey, KEY_MAX, KEY_MIN, keyEquals, type Key } from '../format/key.js';
-import { maxItemSize } from '../format/tree-block-encode.js';
+import { maxItemSize, leafDataSize } from '../format/tree-block-encode.js';
+import { ITEM_SIZE } from '../format/constants.js';
 import type { RootLocation } from './search.js';
 import type { TreeStore } from './tree-store.js';
 import { CowNode, type BlockView } from './cow-node.js';
@@ -119,11 +120,65 @@ export class CowTree {
           throw new BtrfsError('EOVERFLOW', `item of ${it.data.length} bytes exceeds the maximum ${max}`, { tree: root.objectid, key: it.key });
         }
         if (i > 0 && keyEquals(sorted[i - 1]!.key, it.key)) throw new BtrfsError('EEXIST', `key ${formatKey(it.key)} given twice`, { tree: root.objectid, key: it.key });
-        if (await this.lookup(root, it.key)) throw new BtrfsError('EEXIST', `item ${formatKey(it.key)} already exists`, { tree: root.objectid, key: it.key });
       }
-      for (const it of sorted) root = await this.insertOne(root, it.key, Buffer.from(it.data));
+      await this.probeAbsent(root, sorted);
+      for (let i = 0; i < sorted.length;) {
+        const r = await this.insertRun(root, sorted, i);
+        root = r.root;
+        i = r.next;
+      }
       return root;
     });
+  }
+
+  /**
+   * EEXIST unless every key is absent. Sorted keys are checked a leaf at a
+   * time: a key below the leaf's upper bound is in that leaf if anywhere, so
+   * a batch of neighbours costs one descent per leaf, not one per key.
+   */
+  private async probeAbsent(root: RootLocation, sorted: readonly ItemToInsert[]): Promise<void> {
+    let leaf: BlockView | undefined;
+    let hi: Key | null = null;
+    for (const it of sorted) {
+      if (!leaf || (hi && compareKeys(it.key, hi) >= 0)) {
+        const p = await this.descend(root, it.key);
+        leaf = p.views[0]!;
+        hi = upperBound(p.views, p.slots);
+      }
+      if (leaf.search(it.key).exact) throw new BtrfsError('EEXIST', `item ${formatKey(it.key)} already exists`, { tree: root.objectid, key: it.key });
+    }
+  }
+
+  /**
+   * Inserts sorted[from] and, into the same leaf, the items after it that
+   * belong there, until the leaf overflows (then it is balanced as a single
+   * insert would be). Appends and runs of neighbouring keys thus take one
+   * COW descent per leaf filled. Returns the index of the first item left.
+   */
+  private async insertRun(root: RootLocation, sorted: readonly ItemToInsert[], from: number): Promise<{ root: RootLocation; next: number }> {
+    const first = sorted[from]!;
+    const op = await this.writePath(root, first.key, 'EEXIST');
+    const leaf = op.nodes[0]!;
+    const hi = upperBound(op.nodes, op.slots);
+    const cap = leafDataSize(this.store.nodesize);
+    let slot = op.slots[0]! + 1;
+    leaf.items.splice(slot, 0, { key: first.key, data: Buffer.from(first.data) });
+    if (slot === 0) setParentKey(op, 0, op.slots[1] ?? 0, first.key);
+    let used = leaf.used();
+    let i = from + 1;
+    let over = used > cap;
+    while (!over && i < sorted.length) {
+      const it = sorted[i]!;
+      if (hi && compareKeys(it.key, hi) >= 0) break;
+      slot = leaf.search(it.key).slot + 1;
+      leaf.items.splice(slot, 0, { key: it.key, data: Buffer.from(it.data) });
+      used += ITEM_SIZE + it.data.length;
+      over = used > cap;
+      i++;
+    }
+    if (over) await fixLeafOverflow(op, slot);
+    await fixNodesUp(op);
+    return { root: this.rootOf(op), next: i };
   }
 
   async deleteItem(root: RootLocation, k: Key): Promise<RootLocation> {
@@ -380,4 +435,17 @@ export class CowTree {
       this.busy = false;
     }
   }
+}
+
+/**
+ * The first key past the leaf a path leads to (the next pointer key at the
+ * lowest level that has one), or null for the rightmost leaf.
+ */
+function upperBound(views: readonly BlockView[], slots: readonly number[]): Key | null {
+  for (let lvl = 1; lvl < views.length; lvl++) {
+    const v = views[lvl]!;
+    const s = slots[lvl]!;
+    if (s + 1 < v.nritems) return v.keyAt(s + 1);
+  }
+  return null;
 }
