@@ -46,7 +46,7 @@ function tally(refs: RecordedRef[]): Map<string, { n: number; ref: RecordedRef }
  * short or an inline ref is of an unknown type or overruns the item.
  * EXTENT_OWNER_REF (simple quotas) names an owner, not a reference: skipped.
  */
-function parseExtentItem(d: Buffer, skinny: boolean): { refs: bigint; generation: bigint; flags: bigint; level?: number; recorded: RecordedRef[] } | undefined {
+function parseExtentItem(d: Buffer, skinny: boolean): { refs: bigint; generation: bigint; flags: bigint; level?: number; recorded: RecordedRef[]; ownerRef: boolean } | undefined {
   if (d.length < 24) return undefined;
   const flags = d.readBigUInt64LE(16);
   let off = 24;
@@ -57,6 +57,7 @@ function parseExtentItem(d: Buffer, skinny: boolean): { refs: bigint; generation
     off += 18;
   }
   const recorded: RecordedRef[] = [];
+  let ownerRef = false;
   while (off < d.length) {
     const type = d[off]!;
     const size = type === KEY.EXTENT_DATA_REF ? 29 : type === KEY.SHARED_DATA_REF ? 13
@@ -69,11 +70,12 @@ function parseExtentItem(d: Buffer, skinny: boolean): { refs: bigint; generation
         recorded.push({ kind: 'data', root: d.readBigUInt64LE(off + 1), objectid: d.readBigUInt64LE(off + 9), offset: d.readBigUInt64LE(off + 17), count: d.readUInt32LE(off + 25) });
         break;
       case KEY.SHARED_DATA_REF: recorded.push({ kind: 'shared-data', parent: d.readBigUInt64LE(off + 1), count: d.readUInt32LE(off + 9) }); break;
+      case KEY.EXTENT_OWNER_REF: ownerRef = true; break;
       default: break;
     }
     off += size;
   }
-  return { refs: d.readBigUInt64LE(0), generation: d.readBigUInt64LE(8), flags, level, recorded };
+  return { refs: d.readBigUInt64LE(0), generation: d.readBigUInt64LE(8), flags, level, recorded, ownerRef };
 }
 
 export async function loadExtentTree(ctx: CheckContext): Promise<void> {
@@ -97,6 +99,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
     report.error('block-group-wrong-tree', `Invalid key type(BLOCK_GROUP_ITEM) found in root(${name}) [${k.objectid} ${k.offset}]`, { tree, block, key: k });
   };
   const skinnyFeature = (info.sb.incompat_flags & FEATURE_INCOMPAT.SKINNY_METADATA) !== 0n;
+  const squotaFeature = (info.sb.incompat_flags & FEATURE_INCOMPAT.SIMPLE_QUOTA) !== 0n;
   const rootNodes = new Map<bigint, { bytenr: bigint; level: number; generation: bigint; count: number }>();
   let cur: ExtentRecord | undefined;
   let prevEnd = 0n;
@@ -136,6 +139,9 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
               recorded: e.recorded, key: k, block: it.block.bytenr,
             };
             report.stats.extentItems++;
+            if (e.ownerRef && !squotaFeature) {
+              report.error('owner-ref-no-squota', `extent [${k.objectid} ${numBytes}] has a simple quota owner ref but the filesystem lacks the simple quota feature`, where(it));
+            }
             if (skinny && !skinnyFeature) {
               report.error('metadata-item-not-skinny', `METADATA_ITEM [${k.objectid} ${k.offset}] but the filesystem lacks the skinny-metadata feature`, where(it));
             }

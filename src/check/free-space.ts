@@ -104,8 +104,27 @@ export async function checkFreeSpaceTree(ctx: CheckContext): Promise<void> {
       if (isBitmap !== fi.bitmaps) {
         report.error('free-space-format', `block group ${cur.start} has a ${isBitmap ? 'bitmap' : 'extent'} entry but its FREE_SPACE_INFO says ${fi.bitmaps ? 'bitmaps' : 'extents'}`, where);
       }
+      // The key's offset is the length the entry covers: sectors, and for a bitmap one bit per sector, no more.
+      const ss = BigInt(info.sectorsize);
+      if (k.offset === 0n || k.offset % ss !== 0n || k.objectid % ss !== 0n) {
+        report.error('free-space-entry', `free space ${isBitmap ? 'bitmap' : 'extent'} [${k.objectid} ${k.offset}] is not aligned to ${ss}`, where);
+        return;
+      }
+      if (isBitmap) {
+        const bits = k.offset / ss;
+        const want = (bits + 7n) / 8n;
+        if (BigInt(it.data.length) !== want) {
+          report.error('free-space-entry', `free space bitmap [${k.objectid} ${k.offset}] is ${it.data.length} bytes, expect ${want}`, where);
+          return;
+        }
+      }
       const list = free.get(cur.start)!;
       const ranges = isBitmap ? bitmapRanges(it.data, k.objectid, info.sectorsize).map((r) => ({ start: r.start, end: r.start + r.length })) : [{ start: k.objectid, end }];
+      if (isBitmap && ranges.length && ranges[ranges.length - 1]!.end > end) {
+        report.error('free-space-entry', `free space bitmap [${k.objectid} ${k.offset}] marks space past its end free`, where);
+        ranges[ranges.length - 1]!.end = end;
+        if (ranges[ranges.length - 1]!.start >= end) ranges.pop();
+      }
       for (const r of ranges) {
         const last = list[list.length - 1];
         if (last && r.start < last.end) report.error('free-space-overlap', `free space [${r.start} ${r.end - r.start}] overlaps the previous entry`, where);

@@ -19,6 +19,8 @@ import { iterItems } from '../tree/search.js';
 import type { CheckContext, RootRecord } from './context.js';
 import type { SubvolEntry } from './inodes.js';
 
+const U64_MAX = (1n << 64n) - 1n;
+
 interface RefRec { parent: bigint; child: bigint; dirid: bigint; sequence: bigint; name: Buffer; kind: 'ref' | 'backref' }
 
 const saved: WeakMap<CheckContext, { refs: RefRec[]; orphans: Set<bigint> }> = new WeakMap();
@@ -45,6 +47,11 @@ export async function loadRoots(ctx: CheckContext): Promise<void> {
           if (isGlobalRoot(ctx, k.objectid) && k.offset !== 0n) {
             report.error('root-item', `global root with too large of an offset [${k.objectid} ${k.offset}]`, where);
             continue;
+          }
+          // Roots are looked up by searching for (id, ROOT_ITEM, -1) and stepping back; an exact hit
+          // there is a root no lookup can use (the kernel refuses it with EUCLEAN).
+          if (k.offset === U64_MAX) {
+            report.error('root-item', `root item of tree ${k.objectid} has key offset ${U64_MAX}, which no root can have`, where);
           }
           if (item.bytenr % BigInt(info.sectorsize) !== 0n) {
             report.error('root-item', `tree block bytenr ${item.bytenr} is not aligned to sectorsize ${info.sectorsize} (root item of tree ${k.objectid})`, where);

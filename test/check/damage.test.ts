@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { FileDevice } from '../../src/device/file-device.js';
 import { FsInfo } from '../../src/tree/fs-info.js';
 import { iterItems, type TreeItem } from '../../src/tree/search.js';
-import { INODE_FLAG, KEY, OBJ, S_IFLNK, S_IFMT, S_IFREG, HEADER_SIZE } from '../../src/format/constants.js';
+import { FEATURE_INCOMPAT, INODE_FLAG, KEY, OBJ, S_IFLNK, S_IFMT, S_IFREG, HEADER_SIZE, SUPER_INFO_SIZE, SUPER_MIRROR_OFFSETS } from '../../src/format/constants.js';
 import { checksum } from '../../src/util/checksum.js';
 import { checkImage, formatFinding, type CheckReport } from '../../src/check/index.js';
 import { fixturePath } from '../helpers/fixtures.js';
@@ -37,6 +37,22 @@ async function damageBlock(tree: bigint, pick: (it: TreeItem) => boolean, edit: 
     checksum(info.csumType, buf.subarray(32)).copy(buf, 0);
     const dev = new OverlayDevice(base);
     for (const c of info.chunks.map(hit!.block.bytenr, info.nodesize)) dev.patch(Number(c.physical), buf);
+    return await checkImage(dev);
+  } finally {
+    await base.close();
+  }
+}
+
+/** Checks the fixture with its primary superblock edited (checksum recomputed). */
+async function damageSuper(edit: (sb: Buffer) => void): Promise<CheckReport> {
+  const base = await FileDevice.open(await fixturePath(FIXTURE), { readOnly: true });
+  try {
+    const info = await FsInfo.open(base);
+    const sb = Buffer.from(await base.read(SUPER_MIRROR_OFFSETS[0]!, SUPER_INFO_SIZE));
+    edit(sb);
+    checksum(info.csumType, sb.subarray(32, SUPER_INFO_SIZE)).copy(sb, 0);
+    const dev = new OverlayDevice(base);
+    dev.patch(SUPER_MIRROR_OFFSETS[0]!, sb);
     return await checkImage(dev);
   } finally {
     await base.close();
@@ -121,6 +137,12 @@ describe('check: deliberate damage is caught', function () {
     const r = await damage(OBJ.FS_TREE, (it) => it.key.type === KEY.EXTENT_DATA && it.data[20] === 1 && it.data.readBigUInt64LE(21) !== 0n,
       (d) => { d[20] = 2; });
     expectError(r, 'odd-csum-item', /odd csum item/);
+  });
+
+  // btrfs check 6.2 refuses to open such a filesystem at all (it does not know the feature).
+  it('the simple quota feature on a filesystem without quotas', async () => {
+    const r = await damageSuper((sb) => sb.writeBigUInt64LE(sb.readBigUInt64LE(188) | FEATURE_INCOMPAT.SIMPLE_QUOTA, 188));
+    expectError(r, 'simple-quota', /^incompat feature SIMPLE_QUOTA is set but quotas are not enabled/);
   });
 
   it('a wrong directory isize', async () => {

@@ -17,11 +17,15 @@
  * TSBTRFS_MUTATION_SECONDS (default 60 when TSBTRFS_MUTATIONS is unset,
  * unlimited otherwise). TSBTRFS_SEED fixes the run's seed (printed);
  * TSBTRFS_MUTATION=BASE:SEED replays one mutation and prints both outputs;
- * TSBTRFS_MUTATION_LOG=FILE writes every disagreement as JSON lines.
+ * TSBTRFS_MUTATION_LOG=FILE writes every disagreement as JSON lines;
+ * TSBTRFS_MUTATION_BASES=REGEX mutates only the base images whose names match.
+ * The fresh images differ on every run (random data, new uuids), so a
+ * replayed fresh-* mutation only means the same thing with
+ * TSBTRFS_FRESH_DIR=DIR: fresh images are made there once and reused.
  */
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { promises as fsp, appendFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { promises as fsp, appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { FileDevice } from '../../src/device/file-device.js';
@@ -70,6 +74,8 @@ const OUT_OF_SCOPE: { why: string; match: (m: Mutation, theirs: Theirs) => boole
 function mutationSeed(runSeed: number, i: number): number {
   return (Math.imul(runSeed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(i + 1, 0xc2b2ae35)) >>> 0;
 }
+
+const FRESH = ['fresh-quota-snapshots', 'fresh-no-skinny', 'fresh-fst-bitmaps', 'fresh-snapshot-chain'];
 
 /** Fresh kernel-made images covering what the fixtures lack: quotas, non-skinny extent items, free space bitmaps. */
 async function freshImages(dir: string): Promise<{ name: string; file: string }[]> {
@@ -174,8 +180,17 @@ describe('check: differential mutation test against btrfs check', function () {
     }
     dir = mkdtempSync(path.join(os.tmpdir(), 'tsbtrfs-mutations-'));
     for (const name of await listFixtures()) bases.push(await loadBase(name, await fixtureCopy(name, dir)));
-    if ((await nativeAvailable()).ok && process.env.TSBTRFS_NO_FRESH === undefined) {
-      for (const f of await freshImages(dir)) bases.push(await loadBase(f.name, f.file));
+    const keep = process.env.TSBTRFS_FRESH_DIR;
+    const kept = keep ? FRESH.map((name) => ({ name, file: path.join(keep, `${name}.img`) })) : [];
+    if (kept.length && kept.every((f) => existsSync(f.file))) {
+      for (const f of kept) bases.push(await loadBase(f.name, f.file));
+    } else if ((await nativeAvailable()).ok && process.env.TSBTRFS_NO_FRESH === undefined) {
+      const made = await freshImages(dir);
+      if (keep) {
+        mkdirSync(keep, { recursive: true });
+        for (const f of made) copyFileSync(f.file, path.join(keep, `${f.name}.img`));
+      }
+      for (const f of made) bases.push(await loadBase(f.name, f.file));
     }
     // The pristine images must be clean for both, or the comparison means nothing.
     for (const b of bases) {
@@ -206,14 +221,17 @@ describe('check: differential mutation test against btrfs check', function () {
     const seconds = Number(process.env.TSBTRFS_MUTATION_SECONDS ?? (process.env.TSBTRFS_MUTATIONS ? Infinity : 60));
     const runSeed = testSeed();
     const log = process.env.TSBTRFS_MUTATION_LOG;
-    console.log(`    seed ${runSeed} (TSBTRFS_SEED=${runSeed} replays this run), ${bases.length} base images, up to ${count} mutations / ${seconds} s`);
+    const only = process.env.TSBTRFS_MUTATION_BASES ? new RegExp(process.env.TSBTRFS_MUTATION_BASES) : undefined;
+    const pool = only ? bases.filter((b) => only.test(b.name)) : bases;
+    expect(pool.length, `base images matching ${only}`).to.be.above(0);
+    console.log(`    seed ${runSeed} (TSBTRFS_SEED=${runSeed} replays this run), ${pool.length} base images, up to ${count} mutations / ${seconds} s`);
     const t0 = performance.now();
     const tally = new Map<string, Map<Outcome, number>>();
     const failures: string[] = [];
     const extras: string[] = [];
     let done = 0;
     for (let i = 0; i < count && (performance.now() - t0) / 1000 < seconds; i++) {
-      const b = bases[i % bases.length]!;
+      const b = pool[i % pool.length]!;
       const ms = mutationSeed(runSeed, i);
       const m = planMutation(b.cat, rng(ms));
       if (!m) continue;
