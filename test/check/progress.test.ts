@@ -7,9 +7,9 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { checkImage, type CheckOptions } from '../../src/check/index.js';
-import { fixturePath, repoRoot } from '../helpers/fixtures.js';
+import { fixturePath, builtPath } from '../helpers/fixtures.js';
 
-const cli = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+const cli = builtPath('src/cli/main.js');
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 describe('check: progress', function () {

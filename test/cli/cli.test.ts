@@ -9,10 +9,10 @@ import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, fixturePath, fixtureManifest, listFixtures } from '../helpers/fixtures.js';
+import { fixturePath, fixtureManifest, listFixtures, builtPath } from '../helpers/fixtures.js';
 import { run } from '../helpers/kernel.js';
 
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+const CLI = builtPath('src/cli/main.js');
 
 interface Out { code: number | null; stdout: Buffer; stderr: string }
 

@@ -68,6 +68,15 @@ export function repoRoot(): string {
   return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 }
 
+/**
+ * A compiled file of this build (`src/cli/main.js`, ...): the build these
+ * tests were compiled into, not necessarily dist/, so that builds into other
+ * directories test themselves.
+ */
+export function builtPath(rel: string): string {
+  return fileURLToPath(new URL(`../../${rel}`, import.meta.url));
+}
+
 /** Directory holding the fixtures (override with NATIVE_FIXTURES_DIR). */
 export function fixturesDir(): string {
   return process.env.NATIVE_FIXTURES_DIR ?? path.join(repoRoot(), 'native-fixtures');

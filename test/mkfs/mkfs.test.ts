@@ -19,7 +19,7 @@ import { FsInfo } from '../../src/tree/fs-info.js';
 import { MAGIC } from '../../src/format/constants.js';
 import { mkfs, type MkfsOptions } from '../../src/mkfs/index.js';
 import { rejects } from '../helpers/expect-error.js';
-import { repoRoot } from '../helpers/fixtures.js';
+import { builtPath } from '../helpers/fixtures.js';
 import {
   activeMounts, btrfsCheck, dumpSuper, dumpTree, requireNativeOrSkip, run, runOk, withMount, mkfs as progsMkfs,
 } from '../helpers/kernel.js';
@@ -378,7 +378,7 @@ describe('mkfs', function () {
   });
 
   describe('cli', () => {
-    const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+    const CLI = builtPath('src/cli/main.js');
     const tsbtrfs = (args: string[]) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
       const p = spawn(process.execPath, [CLI, ...args]);
       let stdout = '';

@@ -22,13 +22,13 @@ import {
 import { dumpSendStream } from '../../src/receive/dump.js';
 import { BtrfsError } from '../../src/util/errors.js';
 import { mulberry32 } from '../../src/util/random.js';
-import { repoRoot } from '../helpers/fixtures.js';
+import { builtPath } from '../helpers/fixtures.js';
 import { nativeRequired } from '../helpers/kernel.js';
 import { loadStream, mutateStream, fuzzSeed } from './hostile-mutate.js';
 
 const A = SEND_ATTR;
 const C = SEND_CMD;
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+const CLI = builtPath('src/cli/main.js');
 
 interface Out { code: number | null; stdout: Buffer; stderr: string }
 

@@ -12,10 +12,10 @@ import path from 'node:path';
 import { CommandBuilder, SEND_CMD, SEND_ATTR, encodeStreamHeader, bufferChunks } from '../../src/format/send-stream.js';
 import { dumpSendStream, dumpSendStreamToBuffer, escapeDumpPath, formatDumpTime } from '../../src/receive/dump.js';
 import { BtrfsError } from '../../src/util/errors.js';
-import { repoRoot } from '../helpers/fixtures.js';
+import { builtPath } from '../helpers/fixtures.js';
 import { STREAM_DIR, loadStream } from './hostile-mutate.js';
 
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+const CLI = builtPath('src/cli/main.js');
 const A = SEND_ATTR;
 const C = SEND_CMD;
 
@@ -187,10 +187,10 @@ describe('receive --dump', function () {
       expect(h.stdout.toString()).to.match(/Usage: tsbtrfs receive/).and.to.match(/--dump/);
       const both = await tsbtrfs(['receive', '--dump', 'somewhere'], Buffer.alloc(0));
       expect(both.code).to.equal(2);
-      expect(both.stderr).to.contain('--dump takes no destination');
-      const apply = await tsbtrfs(['receive', 'disk.img'], Buffer.alloc(0));
-      expect(apply.code).to.equal(2);
-      expect(apply.stderr).to.contain('not implemented yet');
+      expect(both.stderr).to.contain('--dump takes no image or destination');
+      const half = await tsbtrfs(['receive', 'disk.img'], Buffer.alloc(0));
+      expect(half.code).to.equal(2);
+      expect(half.stderr).to.contain('receive needs IMAGE and DESTDIR');
       const none = await tsbtrfs(['receive'], Buffer.alloc(0));
       expect(none.code).to.equal(2);
     });

@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { spawn } from 'node:child_process';
 import { requireNativeOrSkip } from '../helpers/kernel.js';
-import { repoRoot } from '../helpers/fixtures.js';
+import { builtPath } from '../helpers/fixtures.js';
 import { Filesystem } from '../../src/fs/filesystem.js';
 import { FileDevice } from '../../src/device/file-device.js';
 import { FsWriter } from '../../src/transaction/writer.js';
@@ -200,7 +200,7 @@ describe('send: the guards around roots being sent', function () {
   });
 
   it('another process sees the send: deletion is EPERM while `tsbtrfs send` streams into a slow pipe', async () => {
-    const cli = path.join(repoRoot(), 'dist/src/cli/main.js');
+    const cli = builtPath('src/cli/main.js');
     // `sleep` before reading keeps the sender blocked on a full pipe
     const child = spawn('bash', ['-c', `node ${cli} send ${img} /s0 | (sleep 3; cat > /dev/null)`], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
@@ -228,7 +228,7 @@ describe('send: the guards around roots being sent', function () {
   });
 
   it('the CLI: -f FILE and stdout give the same bytes, -p resolves paths in the image, --no-data, refuses a terminal', async () => {
-    const cli = path.join(repoRoot(), 'dist/src/cli/main.js');
+    const cli = builtPath('src/cli/main.js');
     const f1 = path.join(dir, 'cli-file.stream');
     await runOk('node', [cli, 'send', img, '/s1', '-p', '/s0', '-f', f1]);
     const r = await runOk('bash', ['-c', `node ${cli} send ${img} /s1 -p /s0 | sha256sum`]);

@@ -22,7 +22,7 @@ import { register } from '../../src/device/image-registry.js';
 import { isBtrfsError } from '../../src/util/errors.js';
 import { mkfs, btrfsCheck, requireNativeOrSkip, dumpTree } from '../helpers/kernel.js';
 import { addRawFile, pseudoRandom } from '../helpers/raw-files.js';
-import { repoRoot } from '../helpers/fixtures.js';
+import { builtPath } from '../helpers/fixtures.js';
 
 const MiB = 1024 * 1024;
 const NOW = { sec: 1_800_000_000n, nsec: 7 };
@@ -134,7 +134,7 @@ describe('subvolumes: the root_item_lock guards (seed)', function () {
   it('another process sending: EPERM until it ends or dies; a killed sender is recovered', async () => {
     const p = await makeImage('xproc.img');
     const script = path.join(dir, 'hold.mjs');
-    const reg = path.join(repoRoot(), 'dist/src/device/image-registry.js');
+    const reg = builtPath('src/device/image-registry.js');
     await fs.writeFile(script, `import { register } from ${JSON.stringify(reg)};\nawait register(process.argv[2], ${JSON.stringify(SEND_KIND)}, { roots: ['256'] });\nconsole.log('ready');\nsetInterval(() => {}, 1000);\n`);
     const child = spawn(process.execPath, [script, p], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {

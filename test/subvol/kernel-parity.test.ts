@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkfs, withMount, requireNativeOrSkip, run, sh, btrfsCheck, subvolumeList } from '../helpers/kernel.js';
-import { repoRoot } from '../helpers/fixtures.js';
+import { builtPath } from '../helpers/fixtures.js';
 import { liveRegistrations } from '../../src/device/image-registry.js';
 import { SEND_KIND } from '../../src/subvol/manage.js';
 
@@ -68,7 +68,7 @@ describe('subvolumes: send vs delete, the kernel and tsbtrfs side by side', func
       kernel.push(outcome(await run('btrfs', ['subvolume', 'delete', `${mnt}/snap`])));
     });
 
-    const cli = path.join(repoRoot(), 'dist/src/cli/main.js');
+    const cli = builtPath('src/cli/main.js');
     const T = (...args: string[]) => run(process.execPath, [cli, ...args]);
     const ours: string[] = [];
     const sender = slowSend(`${process.execPath} ${cli} send ${oimg} /snap`);
