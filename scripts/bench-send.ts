@@ -20,8 +20,11 @@
  *     (tree comparison + stream; target < 100 ms), the same with the image
  *     opened, and the CLI's wall time including node's start-up; the
  *     kernel's `btrfs send -p` for reference.
- * Stream sizes are printed beside each other so a fast run cannot be an
- * empty one. Needs root, loop devices and btrfs in the kernel.
+ *  3. receive of the kernel's full stream of tree-snap into a fresh image:
+ *     `btrfs receive` on a kernel mount (plus sync) against `tsbtrfs
+ *     receive` into an image tsbtrfs made (a new process; its peak RSS).
+ * Stream sizes are printed beside each other (and the incremental's ratio)
+ * so a fast run cannot be an empty one. Needs root, loop devices and btrfs in the kernel.
  */
 import { promises as fsp, createWriteStream } from 'node:fs';
 import * as os from 'node:os';
@@ -105,17 +108,21 @@ async function child(img: string, snap: string, parent: string, proto: number): 
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
-function spawnTimed(cmd: string, args: string[]): Promise<{ wallMs: number; stdout: string }> {
+/** Runs a command, timing its wall clock; with captureErr its stderr is returned instead of shown. */
+function spawnTimed(cmd: string, args: string[], captureErr = false): Promise<{ wallMs: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', captureErr ? 'pipe' : 'inherit'] });
     let out = '';
-    c.stdout.setEncoding('utf8');
-    c.stdout.on('data', (d: string) => { out += d; });
+    let err = '';
+    c.stdout!.setEncoding('utf8');
+    c.stdout!.on('data', (d: string) => { out += d; });
+    c.stderr?.setEncoding('utf8');
+    c.stderr?.on('data', (d: string) => { err += d; });
     c.on('error', reject);
     c.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited ${code}`));
-      resolve({ wallMs: ms(t0), stdout: out });
+      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited ${code}${err ? `: ${err.trim()}` : ''}`));
+      resolve({ wallMs: ms(t0), stdout: out, stderr: err });
     });
   });
 }
@@ -181,22 +188,51 @@ for i in random.sample(range(${o.many}), ${Math.min(o.changed, o.many)}):
     });
     console.log(`image built in ${((Date.now() - tb) / 1000).toFixed(1)} s; caches ${o.warm ? 'warm' : 'dropped before each timed step'}, protocol ${o.proto}\n`);
 
-    const kernelSend = async (args: string[]): Promise<{ ms: number; bytes: number }> => {
-      const out = path.join(work, 'kernel.stream');
+    const kernelSend = async (args: string[], keepAs?: string): Promise<{ ms: number; bytes: number }> => {
+      const out = keepAs ?? path.join(work, 'kernel.stream');
       const wall = await withMount(img, { readonly: true, options: ['subvolid=5'] }, async (mnt) => {
         await drop();
         const r = await spawnTimed('btrfs', ['send', '-q', '--proto', String(o.proto), ...args.map((a) => (a.startsWith('/') ? path.join(mnt, a) : a)), '-f', out]);
         return r.wallMs;
       });
       const bytes = (await fsp.stat(out)).size;
-      await fsp.rm(out);
+      if (!keepAs) await fsp.rm(out);
       return { ms: wall, bytes };
+    };
+
+    // Receive of one stream (the kernel's full send of tree-snap) into a
+    // fresh image: `btrfs receive` on a kernel mount, synced, against
+    // `tsbtrfs receive` (a new process, commit included) into an image
+    // tsbtrfs made. Both images have the same size.
+    const receiveBoth = async (stream: string): Promise<{ kernelMs: number; oursMs: number; rssKiB: number }> => {
+      const kimg = path.join(work, 'recv-kernel.img');
+      const oimg = path.join(work, 'recv-ours.img');
+      try {
+        await mkfs(kimg, imgSize, []);
+        const kernelMs = await withMount(kimg, {}, async (mnt) => {
+          await drop();
+          const t0 = process.hrtime.bigint();
+          await runOk('btrfs', ['receive', '-q', '-f', stream, mnt]);
+          await runOk('sync', ['-f', mnt]);
+          return ms(t0);
+        });
+        await fsp.rm(kimg);
+        await spawnTimed(process.execPath, [cli, 'mkfs', oimg, '-s', String(imgSize)]);
+        await drop();
+        const r = await spawnTimed('/usr/bin/time', ['-f', '%M', process.execPath, cli, 'receive', '-q', oimg, '/', '-f', stream], true);
+        const rssKiB = Number(r.stderr.trim().split('\n').pop());
+        return { kernelMs, oursMs: r.wallMs, rssKiB };
+      } finally {
+        await fsp.rm(kimg, { force: true });
+        await fsp.rm(oimg, { force: true });
+      }
     };
 
     for (let run = 1; run <= o.runs; run++) {
       if (o.runs > 1) console.log(`run ${run}`);
       // ------------------------------------------------------------ 1. full send
-      const k = await kernelSend(['/tree-snap']);
+      const fullStream = path.join(work, 'full.stream');
+      const k = await kernelSend(['/tree-snap'], fullStream);
       await drop();
       const cliRun = await spawnTimed(process.execPath, [cli, 'send', img, '/tree-snap', '--proto', String(o.proto), '-f', '/dev/null']);
       await drop();
@@ -222,6 +258,14 @@ for i in random.sample(range(${o.many}), ${Math.min(o.changed, o.many)}):
       console.log(`  tsbtrfs diff + stream, 2nd send    ${fmt(warmInc).padStart(10)}   (same process, filesystem already open)`);
       console.log(`  tsbtrfs open + diff + stream       ${fmt(inc.openMs + inc.sendMs).padStart(10)}`);
       console.log(`  tsbtrfs CLI incl. node start-up    ${fmt(incCli.wallMs).padStart(10)}`);
+      console.log(`  stream size tsbtrfs/kernel         ${(inc.bytes / ki.bytes).toFixed(2)}x   (the same change sent by both)`);
+
+      // ------------------------------------------------------------ 3. receive
+      const rc = await receiveBoth(fullStream);
+      await fsp.rm(fullStream);
+      console.log(`receive of the kernel's full stream of tree-snap (${k.bytes} bytes) into a fresh image:`);
+      console.log(`  kernel  btrfs receive + sync       ${fmt(rc.kernelMs).padStart(10)}`);
+      console.log(`  tsbtrfs receive (CLI, process)     ${fmt(rc.oursMs).padStart(10)}   ratio ${(rc.oursMs / rc.kernelMs).toFixed(2)}x   peak RSS ${(rc.rssKiB / 1024).toFixed(0)} MiB`);
     }
   } finally {
     if (!o.keep) await fsp.rm(work, { recursive: true, force: true });
