@@ -196,6 +196,9 @@ export function decodeCommand(buf: Buffer, off: number, version: number, opts: D
  * 64 KiB (receivers of that protocol may have a buffer of exactly that); in
  * version 2+ the unlengthed DATA attribute must come last.
  */
+/** A last attribute value at least this large stays a buffer of its own (endParts). */
+const SEPARATE_VALUE = 4096;
+
 export class CommandBuilder {
   readonly version: number;
   private cmd = -1;
@@ -293,24 +296,39 @@ export class CommandBuilder {
 
   /** The whole command, header and crc included. The builder is then empty until the next begin(). */
   end(): Buffer {
+    const parts = this.endParts();
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  }
+
+  /**
+   * The command as the pieces to write one after the other: its header and
+   * attributes, and a large last value (file data) apart, not copied, its
+   * bytes only read for the crc. The builder is then empty until the next
+   * begin().
+   */
+  endParts(): Buffer[] {
     if (this.cmd < 0) throw einval('CommandBuilder: end() without begin()');
     const total = SEND_CMD_HEADER_SIZE + this.payload;
     if (this.payload > 0xffffffff) throw einval(`${sendCmdName(this.cmd)}: ${this.payload} payload bytes do not fit a u32 length`);
     if (this.version === 1 && total > SEND_BUF_SIZE_V1) {
       throw einval(`${sendCmdName(this.cmd)}: a command of ${total} bytes is over the version 1 limit of ${SEND_BUF_SIZE_V1}`);
     }
-    const out = Buffer.allocUnsafe(total);
-    out.writeUInt32LE(this.payload, 0);
-    out.writeUInt16LE(this.cmd, 4);
-    out.writeUInt32LE(0, 6);
+    const last = this.parts[this.parts.length - 1];
+    const apart = last !== undefined && last.length >= SEPARATE_VALUE ? last : undefined;
+    const head = Buffer.allocUnsafe(total - (apart?.length ?? 0));
+    head.writeUInt32LE(this.payload, 0);
+    head.writeUInt16LE(this.cmd, 4);
+    head.writeUInt32LE(0, 6);
     let p = SEND_CMD_HEADER_SIZE;
-    for (const part of this.parts) p += part.copy(out, p);
-    out.writeUInt32LE(sendCrc(out), 6);
+    const n = apart ? this.parts.length - 1 : this.parts.length;
+    for (let i = 0; i < n; i++) p += this.parts[i]!.copy(head, p);
+    const crc = apart ? crc32cRaw(sendCrc(head), apart) : sendCrc(head);
+    head.writeUInt32LE(crc, 6);
     this.cmd = -1;
     this.parts = [];
     this.payload = 0;
     this.sealed = false;
-    return out;
+    return apart ? [head, apart] : [head];
   }
 }
 

@@ -163,11 +163,12 @@ export class StreamWriter {
   }
 
   private async send(cmd: number): Promise<void> {
-    const buf = this.b.end();
+    // file data stays the buffer it was read into: the consumer gets it without a copy
+    const parts = this.b.endParts();
     this.stats.commands++;
     const name = sendCmdName(cmd);
     this.stats.commandCounts[name] = (this.stats.commandCounts[name] ?? 0) + 1;
-    await this.push(buf);
+    for (const buf of parts) await this.push(buf);
   }
 
   /**
