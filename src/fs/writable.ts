@@ -37,6 +37,7 @@ import type { SubvolumeInfo } from './subvolumes.js';
 import { writeFileData, fileWriter, truncateFileData, writeSymlinkTarget } from './file-write.js';
 import { dropLink, renameEntry } from './link-ops.js';
 import { cloneRange } from './clone-range.js';
+import { inheritFrom, applyInheritance } from './inherit.js';
 import type { FileCtx } from './file-extents.js';
 import {
   Counters, LINK_MAX, addLink, removeLink, readInode, writeInode, newInode, findEntry, ftOf, parentOf,
@@ -193,11 +194,17 @@ export class WritableFilesystem {
     if (await findEntry(t, p.dir.subvol, p.dir.ino, p.name)) throw new BtrfsError('EEXIST', 'file already exists', { syscall, path: p.path });
   }
 
+  /** The requested mode; create() masks it (by the umask, or by the directory's default ACL). */
   private mode(type: number, mode: number | undefined, dflt: number): number {
-    return type | ((mode ?? dflt) & 0o7777 & ~this.umask);
+    return type | ((mode ?? dflt) & 0o7777);
   }
 
-  /** A new inode linked at `p`; setgid directories pass on their group (and setgid to subdirectories). */
+  /**
+   * A new inode linked at `p`, `mode` as requested (before the umask):
+   * setgid directories pass on their group (and setgid to subdirectories),
+   * and the directory's default ACL and compression property are inherited
+   * as the kernel does (fs/inherit.ts).
+   */
   private async create(t: Transaction, p: ParentRef, mode: number, o: CreateOptions, rdev = 0n): Promise<{ ino: bigint; item: InodeItem }> {
     const tree = p.dir.subvol;
     let gid = o.gid ?? this.gid;
@@ -207,9 +214,11 @@ export class WritableFilesystem {
     }
     const now = this.now();
     const ino = await this.counters.nextIno(t, tree);
-    const item = newInode(t, mode, o.uid ?? this.uid, gid, now, rdev);
+    const inh = await inheritFrom(t, tree, p.dir.ino, mode, this.umask);
+    const item = newInode(t, inh.mode, o.uid ?? this.uid, gid, now, rdev);
     await t.insert(tree, key(ino, KEY.INODE_ITEM, 0n), encodeInodeItem(item));
     await addLink(t, this.counters, tree, p.dir.ino, p.name, ino, ftOf(mode), now);
+    await applyInheritance(t, tree, ino, inh);
     return { ino, item };
   }
 
@@ -261,7 +270,7 @@ export class WritableFilesystem {
       const p = await this.parent(new TxView(t), path, 'mknod');
       await this.mustNotExist(t, p, 'mknod');
       const dev = type === S_IFCHR || type === S_IFBLK ? kernelRdev(rdev) : 0n;
-      await this.create(t, p, type | ((mode & 0o7777) & ~this.umask), opts, dev);
+      await this.create(t, p, type | (mode & 0o7777), opts, dev);
     });
   }
 

@@ -45,6 +45,7 @@ import { dropLink, renameEntry } from '../fs/link-ops.js';
 import { writeFileData, truncateFileData, writeSymlinkTarget, fileWriter, type FileDataWriter } from '../fs/file-write.js';
 import { type FileCtx, dropRange, fillHoles, sectorOf, roundUp, roundDown } from '../fs/file-extents.js';
 import { cloneRange } from '../fs/clone-range.js';
+import { inheritFrom, applyInheritance } from '../fs/inherit.js';
 import { createSubvolume, createSnapshot, type SubvolLink } from '../subvol/create.js';
 import { addUuidEntry, subvolumesByUuid } from '../subvol/uuid-tree.js';
 import { readOps, type SendOp } from './parse.js';
@@ -188,9 +189,12 @@ class SubvolumeReceiver {
     if (await findEntry(this.t, this.tree, dir, name)) throw new BtrfsError('EEXIST', `${show(p)} already exists`);
     const now = this.now();
     const ino = await this.counters.nextIno(this.t, this.tree);
-    const item = newInode(this.t, mode, this.owner.uid, this.owner.gid, now, rdev);
+    // the modes are btrfs receive's own (its later CHMOD sets the sent one), given with no umask
+    const inh = await inheritFrom(this.t, this.tree, dir, mode, 0);
+    const item = newInode(this.t, inh.mode, this.owner.uid, this.owner.gid, now, rdev);
     await this.t.insert(this.tree, key(ino, KEY.INODE_ITEM, 0n), encodeInodeItem(item));
     await addLink(this.t, this.counters, this.tree, dir, name, ino, ftOf(mode), now);
+    await applyInheritance(this.t, this.tree, ino, inh);
     return { ino, item };
   }
 
