@@ -154,12 +154,14 @@ export async function checkChunks(ctx: CheckContext): Promise<void> {
   }
   // Every stripe must name a device of this filesystem by devid and uuid.
   const devByid = new Map(tree.devs.map((d) => [d.item.devid, d.item]));
+  // Dev items carry the uuid tree blocks carry: the metadata uuid once the fsid was changed without rewriting metadata.
+  const fsid = info.sb.incompat_flags & FEATURE_INCOMPAT.METADATA_UUID ? info.sb.metadata_uuid : info.sb.fsid;
   for (const d of tree.devs) {
     const dw = { tree: OBJ.CHUNK_TREE, key: d.key };
     if (d.key.objectid !== OBJ.DEV_ITEMS || d.key.offset !== d.item.devid) {
       report.error('dev-item-key', `dev item key (${d.key.objectid} DEV_ITEM ${d.key.offset}) does not match devid ${d.item.devid}`, dw);
     }
-    if (!d.item.fsid.equals(info.sb.fsid)) report.error('dev-item-fsid', `dev item ${d.item.devid} belongs to filesystem ${d.item.fsid.toString('hex')}, not this one`, dw);
+    if (!d.item.fsid.equals(fsid)) report.error('dev-item-fsid', `dev item ${d.item.devid} belongs to filesystem ${d.item.fsid.toString('hex')}, not this one`, dw);
   }
   for (const c of tree.chunks) {
     const n = c.bytes.length >= CHUNK_ITEM_HEAD_SIZE ? c.bytes.readUInt16LE(44) : 0;

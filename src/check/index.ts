@@ -115,6 +115,8 @@ export async function checkImage(image: BlockDevice | string, opts: CheckOptions
       info, report, roots: [], extents: new Map(), blockGroups: [], found: { blocks: new Map(), data: new Map() },
       extentTreeOk: true, treesOk: true, unverifiableRoots: new Set(), reachedBlocks: new Set(), onProgress: opts.onProgress ? inPhase : undefined,
     };
+    // btrfs check warns and goes on: what the missing devices hold is only checked through the copies here.
+    for (const devid of info.missingDevices) report.warning('device-missing', `device ${devid} is missing`);
     const phase = async (label: string, fn: () => unknown): Promise<void> => {
       progress(label);
       try {

@@ -106,14 +106,22 @@ export class FsInfo {
     return { sb, raw };
   }
 
+  /**
+   * Opens the filesystem on `device`. A read-only device that is one member
+   * of a multi-device filesystem opens degraded, as btrfs check and
+   * `mount -o degraded,ro` do (see missingDevices); a writable one is refused.
+   */
   static async open(device: BlockDevice, opts: OpenOptions = {}): Promise<FsInfo> {
     const { sb, raw } = await FsInfo.readSuperblock(device, opts.superMirror ?? 0);
     const unsupported = sb.incompat_flags & ~SUPPORTED_INCOMPAT;
     if (unsupported !== 0n) {
       throw new BtrfsError('ENOTSUP', `filesystem uses unsupported incompat features 0x${unsupported.toString(16)}`, { path: device.name });
     }
-    if (sb.num_devices !== 1n) {
-      throw new BtrfsError('ENOTSUP', `filesystem has ${sb.num_devices} devices; only single-device filesystems are supported`, { path: device.name });
+    // One member of a multi-device filesystem can be read degraded (what the
+    // others hold is unreachable), but never written: a commit would leave
+    // the other members behind with superblocks and trees of an older generation.
+    if (sb.num_devices !== 1n && !device.readOnly) {
+      throw new BtrfsError('ENOTSUP', `filesystem has ${sb.num_devices} devices; writing supports only single-device filesystems (open the device read-only to read it degraded)`, { path: device.name });
     }
     const fsid = sb.incompat_flags & FEATURE_INCOMPAT.METADATA_UUID ? sb.metadata_uuid : sb.fsid;
     const chunks = new ChunkMap();
@@ -124,6 +132,21 @@ export class FsInfo {
     const info = new FsInfo(device, sb, raw, chunks, reader);
     await info.loadChunkTree();
     return info;
+  }
+
+  /**
+   * The devices of this filesystem that were not opened, by devid: every
+   * device the chunk tree names (as a DEV_ITEM or a chunk stripe) but the
+   * one whose superblock was read. Empty for a single-device filesystem; a
+   * degraded open otherwise, whose blocks and data are readable only where
+   * a copy sits on the device that was opened.
+   */
+  get missingDevices(): bigint[] {
+    const own = this.sb.dev_item.devid;
+    const ids = new Set<bigint>();
+    for (const d of this.devItems) if (d.devid !== own) ids.add(d.devid);
+    for (const c of this.chunks.all()) for (const s of c.stripes) if (s.devid !== own) ids.add(s.devid);
+    return [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   }
 
   private async loadChunkTree(): Promise<void> {

@@ -4,11 +4,13 @@
  * stripes of devices. The system chunks needed to read the chunk tree itself
  * are copied into the superblock's sys_chunk_array.
  *
- * Only single-device filesystems are supported; on one device the profiles
- * that occur are SINGLE, DUP (two copies) and, after conversions, RAID1-like
- * mirrors whose stripes all sit on the same device.
+ * Every profile is mapped, so that one member of a multi-device filesystem
+ * can be read degraded: which of the copies a reader can actually reach is
+ * the block reader's business (it knows which device it has), not the map's.
+ * RAID5/6 map to the data stripe only; rebuilding a block from parity is not
+ * done, so a data stripe on a missing device cannot be read.
  */
-import { BtrfsError, corrupt } from '../util/errors.js';
+import { corrupt } from '../util/errors.js';
 import { DISK_KEY_SIZE, KEY, BLOCK_GROUP, BLOCK_GROUP_PROFILE_MASK, BLOCK_GROUP_TYPE_MASK } from '../format/constants.js';
 import { decodeKey } from '../format/key.js';
 import { decodeChunkItem, chunkItemSize, type ChunkItem } from '../format/items/chunk-item.js';
@@ -28,7 +30,52 @@ export interface ChunkMapping {
 /** A physical location of (one copy of) a logical range. */
 export interface PhysicalCopy { devid: bigint; physical: bigint }
 
+/** A piece of a logical range that is contiguous on disk, with every copy of it. */
+export interface MappedPiece { logical: bigint; length: number; copies: PhysicalCopy[] }
+
 const MIRRORED = BLOCK_GROUP.DUP | BLOCK_GROUP.RAID1 | BLOCK_GROUP.RAID1C3 | BLOCK_GROUP.RAID1C4;
+const STRIPED = BLOCK_GROUP.RAID0 | BLOCK_GROUP.RAID10 | BLOCK_GROUP.RAID5 | BLOCK_GROUP.RAID6;
+
+/**
+ * Where byte `rel` of chunk `c` lives: every copy of it, and how many bytes
+ * from there on stay contiguous (to the end of the stripe element for
+ * striped profiles, to the end of the chunk otherwise). The arithmetic is
+ * the kernel's btrfs_map_block for reads of mirror 0/1.
+ */
+function locate(c: ChunkMapping, rel: bigint): { copies: PhysicalCopy[]; run: bigint } {
+  const profile = c.type & BLOCK_GROUP_PROFILE_MASK;
+  if (profile & MIRRORED || (profile & STRIPED) === 0n) {
+    return { copies: c.stripes.map((s) => ({ devid: s.devid, physical: s.offset + rel })), run: c.length - rel };
+  }
+  const n = BigInt(c.stripes.length);
+  const within = rel % c.stripeLen;
+  // nr counts stripe elements from the chunk start, then rows (one element per device) once the profile has divided it.
+  let nr = rel / c.stripeLen;
+  let first: bigint;
+  let count = 1n;
+  if (profile & BLOCK_GROUP.RAID10) {
+    const sub = BigInt(c.subStripes);
+    const groups = n / sub;
+    first = (nr % groups) * sub;
+    nr /= groups;
+    count = sub;
+  } else if (profile & (BLOCK_GROUP.RAID5 | BLOCK_GROUP.RAID6)) {
+    const data = n - (profile & BLOCK_GROUP.RAID6 ? 2n : 1n);
+    const index = nr % data;
+    nr /= data;
+    // Parity rotates one device per row, so the data stripes rotate with it.
+    first = (nr + index) % n;
+  } else {
+    first = nr % n;
+    nr /= n;
+  }
+  const copies: PhysicalCopy[] = [];
+  for (let i = first; i < first + count; i++) {
+    const s = c.stripes[Number(i)]!;
+    copies.push({ devid: s.devid, physical: s.offset + nr * c.stripeLen + within });
+  }
+  return { copies, run: c.stripeLen - within };
+}
 
 export class ChunkMap {
   /** sorted by logical */
@@ -59,9 +106,14 @@ export class ChunkMap {
       throw corrupt(`chunk sector size ${c.sector_size} differs from filesystem's ${sectorsize}`, where);
     }
     const profile = c.type & BLOCK_GROUP_PROFILE_MASK;
-    if (profile & (BLOCK_GROUP.RAID0 | BLOCK_GROUP.RAID10 | BLOCK_GROUP.RAID5 | BLOCK_GROUP.RAID6)) {
-      if (c.stripes.length > 1) throw new BtrfsError('ENOTSUP', `striped chunk profile 0x${profile.toString(16)} is not supported`, where);
+    const n = c.stripes.length;
+    if (n === 0) throw corrupt('chunk has no stripes', where);
+    // The striped profiles divide by these when mapping; the kernel refuses the same chunks.
+    if (profile & BLOCK_GROUP.RAID10 && (c.sub_stripes !== 2 || n % 2 !== 0)) {
+      throw corrupt(`RAID10 chunk with ${n} stripes and sub_stripes ${c.sub_stripes}`, where);
     }
+    if (profile & BLOCK_GROUP.RAID5 && n < 2) throw corrupt(`RAID5 chunk with ${n} stripes`, where);
+    if (profile & BLOCK_GROUP.RAID6 && n < 3) throw corrupt(`RAID6 chunk with ${n} stripes`, where);
     if (profile === BLOCK_GROUP.DUP && c.num_stripes !== 2) throw corrupt(`DUP chunk with ${c.num_stripes} stripes`, where);
     if (profile === 0n && c.num_stripes !== 1) throw corrupt(`SINGLE chunk with ${c.num_stripes} stripes`, where);
     const m: ChunkMapping = {
@@ -98,22 +150,48 @@ export class ChunkMap {
   }
 
   /**
-   * Every physical copy of [logical, logical+len). The range must lie inside
-   * one chunk (tree blocks and extents never cross chunks; one that does is
-   * corrupt metadata pointing somewhere it should not).
+   * Every physical copy of [logical, logical+len), which must be contiguous
+   * on disk: inside one chunk (tree blocks and extents never cross chunks;
+   * one that does is corrupt metadata pointing somewhere it should not) and,
+   * for striped profiles, inside one stripe element (the kernel refuses a
+   * tree block that crosses one). Ranges that may span stripe elements, such
+   * as data extents, go through mapRange.
    */
   map(logical: bigint, len: number): PhysicalCopy[] {
+    const c = this.chunkOf(logical, len);
+    const { copies, run } = locate(c, logical - c.logical);
+    if (BigInt(len) > run) {
+      throw corrupt(`range [${logical}, +${len}) crosses a stripe boundary of ${ChunkMap.profileName(c.type)} chunk ${c.logical}`, { block: logical });
+    }
+    return copies;
+  }
+
+  /**
+   * [logical, logical+len) split into pieces that are each contiguous on
+   * disk, in order, each with all its copies. The range must lie in one chunk.
+   */
+  mapRange(logical: bigint, len: number): MappedPiece[] {
+    const c = this.chunkOf(logical, len);
+    const out: MappedPiece[] = [];
+    let at = logical;
+    let left = BigInt(len);
+    while (left > 0n) {
+      const { copies, run } = locate(c, at - c.logical);
+      const n = run < left ? run : left;
+      out.push({ logical: at, length: Number(n), copies });
+      at += n;
+      left -= n;
+    }
+    return out;
+  }
+
+  private chunkOf(logical: bigint, len: number): ChunkMapping {
     const c = this.find(logical);
     if (!c) throw corrupt(`logical ${logical} is not in any chunk`, { block: logical });
     if (logical + BigInt(len) > c.logical + c.length) {
       throw corrupt(`range [${logical}, +${len}) crosses the end of chunk ${c.logical}`, { block: logical });
     }
-    const rel = logical - c.logical;
-    const profile = c.type & BLOCK_GROUP_PROFILE_MASK;
-    if (profile === 0n || profile & MIRRORED || c.stripes.length === 1) {
-      return c.stripes.map((s) => ({ devid: s.devid, physical: s.offset + rel }));
-    }
-    throw new BtrfsError('ENOTSUP', `striped chunk profile 0x${profile.toString(16)} is not supported`, { block: logical });
+    return c;
   }
 
   /** The chunk's profile name as btrfs prints it. */
