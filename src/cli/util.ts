@@ -7,6 +7,8 @@ export async function withImage<T>(image: string, fn: (fs: Filesystem) => Promis
     process.stderr.write('tsbtrfs: warning: the image has an unreplayed log tree (changes fsynced after its last commit); ' +
       'showing the last committed state, which is not what a kernel mount (which replays the log) would show\n');
   }
+  // one member of a multi-device filesystem, read degraded: say so, as btrfs-progs does
+  for (const devid of fs.info.missingDevices) process.stderr.write(`tsbtrfs: warning: device ${devid} is missing; what only it holds cannot be read\n`);
   try {
     return await fn(fs);
   } finally {

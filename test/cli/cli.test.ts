@@ -7,9 +7,10 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fixturePath, fixtureManifest, listFixtures, builtPath } from '../helpers/fixtures.js';
+import { fixturePath, fixtureManifest, listFixtures, builtPath, repoRoot } from '../helpers/fixtures.js';
 import { run } from '../helpers/kernel.js';
 
 const CLI = builtPath('src/cli/main.js');
@@ -42,6 +43,25 @@ describe('cli', function () {
       const r = await tsbtrfs(args);
       expect(r.code, args.join(' ')).to.equal(0);
       expect(r.stdout.toString(), args.join(' ')).to.match(/Usage: tsbtrfs/);
+    }
+  });
+
+  it('one member of a multi-device filesystem: read degraded, with a warning naming the missing device', async function () {
+    const src = path.resolve(repoRoot(), '..', 'shared', 'corpus', 'misc-tests', '034-metadata-uuid', 'disk1.raw.xz');
+    if (!existsSync(src)) this.skip();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tsbtrfs-cli-degraded-'));
+    try {
+      const img = path.join(dir, 'disk1.raw');
+      const x = await run('sh', ['-c', `xz -dc ${JSON.stringify(src)} > ${JSON.stringify(img)}`]);
+      expect(x.code, x.stderr).to.equal(0);
+      const ls = await tsbtrfs(['ls', img, '/']);
+      expect(ls.code, ls.stderr).to.equal(0);
+      expect(ls.stderr).to.equal('tsbtrfs: warning: device 2 is missing; what only it holds cannot be read\n');
+      const put = await tsbtrfs(['mkdir', img, '/x']);
+      expect(put.code).to.equal(1);
+      expect(put.stderr).to.match(/ENOTSUP: filesystem has 2 devices/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
