@@ -94,7 +94,7 @@ export async function findEntry(txn: Transaction, tree: bigint, dir: bigint, nam
 }
 
 /** Adds `entry` to the item at `k` (a new item, or one more name sharing the hash). */
-async function appendDirItem(txn: Transaction, tree: bigint, k: Key, entry: DirItem): Promise<void> {
+export async function appendDirItem(txn: Transaction, tree: bigint, k: Key, entry: DirItem): Promise<void> {
   const raw = await txn.lookup(tree, k);
   if (!raw) {
     await txn.insert(tree, k, encodeDirItems([entry]));
@@ -139,7 +139,7 @@ export async function addLink(txn: Transaction, c: Counters, tree: bigint, dir: 
   return index;
 }
 
-async function addInodeRef(txn: Transaction, tree: bigint, ino: bigint, dir: bigint, index: bigint, name: Buffer): Promise<void> {
+export async function addInodeRef(txn: Transaction, tree: bigint, ino: bigint, dir: bigint, index: bigint, name: Buffer): Promise<void> {
   const k = key(ino, KEY.INODE_REF, dir);
   const raw = await txn.lookup(tree, k);
   if (!raw) {

@@ -41,6 +41,9 @@ export function isShareable(tree: bigint): boolean {
 /** The largest data extent the kernel makes (BTRFS_MAX_EXTENT_SIZE). */
 export const MAX_DATA_EXTENT = 128 * 1024 * 1024;
 
+/** Data writes writeDataBehind lets run at once (bytes); bounds the memory they hold. */
+const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
+
 export interface TransactionHost {
   readonly info: FsInfo;
   readonly space: SpaceManager;
@@ -70,6 +73,10 @@ export class Transaction implements TreeStore, TreeItems {
   private readonly geometry: CsumGeometry;
   /** a failure that left memory and the trees out of step: only abort is possible */
   poisoned: unknown;
+  /** writeDataBehind writes not yet done, and their bytes */
+  private readonly inflight = new Set<Promise<void>>();
+  private inflightBytes = 0;
+  private writeError: unknown;
 
   constructor(readonly host: TransactionHost) {
     const info = host.info;
@@ -449,7 +456,59 @@ export class Transaction implements TreeStore, TreeItems {
     await this.guard(() => insertCsums(this, this.geometry, bytenr, csums));
   }
 
-  readData(bytenr: bigint, len: number): Promise<Buffer> {
+  /**
+   * writeData without waiting for the device: the write is started and the
+   * call returns once the checksums are in the tree, so the caller can read
+   * its next input while earlier data is still being written. `data` belongs
+   * to the transaction from here on and must not be changed. `csums` (one
+   * per sector, as writeData would compute them) may be given by a caller
+   * that computed them elsewhere (the importer's reader thread). Waits while
+   * more than WRITE_BEHIND_BYTES are in flight. Every read of data, view of
+   * the transaction and commit waits for these writes first (drainData); a
+   * failed write fails the next of those and poisons the transaction.
+   */
+  async writeDataBehind(bytenr: bigint, data: Buffer, csums?: Buffer): Promise<void> {
+    const sec = this.sectorsize;
+    if (data.length === 0 || data.length % sec !== 0) throw new BtrfsError('EINVAL', `data write of ${data.length} bytes is not whole sectors`);
+    if (this.poisoned) throw new BtrfsError('EIO', 'transaction aborted by an earlier error; abort and reopen', { cause: this.poisoned });
+    this.checkWrites();
+    const info = this.host.info;
+    for (const c of info.chunks.map(bytenr, data.length)) {
+      if (c.devid !== info.sb.dev_item.devid) throw new BtrfsError('ENOTSUP', `logical ${bytenr} lives on device ${c.devid}`);
+      const job = info.device.write(Number(c.physical), data).then(
+        () => { this.inflightBytes -= data.length; this.inflight.delete(job); },
+        (e: unknown) => { this.inflightBytes -= data.length; this.inflight.delete(job); this.writeError ??= e; },
+      );
+      this.inflight.add(job);
+      this.inflightBytes += data.length;
+    }
+    const cs = info.csumSize;
+    const n = data.length / sec;
+    if (csums && csums.length !== n * cs) throw new BtrfsError('EINVAL', `${csums.length} bytes of checksums for ${n} sectors`);
+    let sums = csums;
+    if (!sums) {
+      sums = Buffer.alloc(n * cs);
+      for (let i = 0, o = 0; i < data.length; i += sec, o += cs) checksum(this.csumType, data.subarray(i, i + sec)).copy(sums, o, 0, cs);
+    }
+    await this.guard(() => insertCsums(this, this.geometry, bytenr, sums));
+    while (this.inflightBytes > WRITE_BEHIND_BYTES && this.inflight.size > 0) await Promise.race(this.inflight);
+    this.checkWrites();
+  }
+
+  /** Waits for every writeDataBehind write; throws (and poisons) if one failed. */
+  async drainData(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.all([...this.inflight]);
+    this.checkWrites();
+  }
+
+  private checkWrites(): void {
+    if (this.writeError === undefined) return;
+    this.poisoned ??= this.writeError;
+    throw new BtrfsError('EIO', 'a data write failed', { cause: this.writeError });
+  }
+
+  async readData(bytenr: bigint, len: number): Promise<Buffer> {
+    if (this.inflight.size > 0) await this.drainData();
     return this.host.info.readData(bytenr, len);
   }
 

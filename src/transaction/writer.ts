@@ -137,6 +137,8 @@ export class FsWriter implements TransactionHost {
   async syncView(): Promise<void> {
     const t = this.txn;
     if (!t) return;
+    // read-side code reads data through `info`, not the transaction
+    await t.drainData();
     await t.syncRootItems();
     t.tree.flush();
     this.info.treeRoot = { ...t.rootTree };
@@ -151,6 +153,8 @@ export class FsWriter implements TransactionHost {
     let rounds: number;
     let sb;
     try {
+      // file data before the superblock that makes it reachable (a failed write poisons)
+      await t.drainData();
       rounds = await settle(t, this.target);
       t.tree.flush();
       if (t.pending.size === 0) {
@@ -195,6 +199,8 @@ export class FsWriter implements TransactionHost {
   /** Forgets the running transaction; the image stays at its last commit. */
   async abort(): Promise<void> {
     if (this.closed) return;
+    // no write of the dropped transaction may land after the reload
+    await this.txn?.drainData().catch(() => undefined);
     this.txn = undefined;
     this.info.reader.overlay = undefined;
     await this.info.reload();
@@ -210,6 +216,7 @@ export class FsWriter implements TransactionHost {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.txn?.drainData().catch(() => undefined);
     this.txn = undefined;
     await this.device.close();
   }
