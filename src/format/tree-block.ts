@@ -1,8 +1,12 @@
 /**
- * A tree block decoded: the one place bytes become a node. Items and key
- * pointers are indexed eagerly (nritems is small, at most a few hundred),
- * item data stays a view into the block's buffer. Blocks are immutable
- * once read: copy-on-write makes a new buffer, never edits this one.
+ * A tree block decoded: the one place bytes become a node. Key pointers are
+ * indexed eagerly; a leaf's item bounds are checked when it is read, but its
+ * items become objects only when `items` is first asked for, because a
+ * block cache full of leaves holding hundreds of item objects each is what
+ * the garbage collector spends its time on. Hot readers that visit every
+ * item once use the per-slot accessors, which build nothing that outlives
+ * the call. Item data stays a view into the block's buffer. Blocks are
+ * immutable once read: copy-on-write makes a new buffer, never edits this one.
  */
 import { corrupt } from '../util/errors.js';
 import { HEADER_SIZE, ITEM_SIZE, KEY_PTR_SIZE } from './constants.js';
@@ -20,8 +24,8 @@ export interface LeafItem {
 
 export class TreeBlock {
   readonly header: Header;
-  readonly items: LeafItem[] = [];
   readonly ptrs: KeyPtr[] = [];
+  private items_: LeafItem[] | undefined;
 
   /**
    * Parses the block's structure. Item bounds are checked here (a leaf whose
@@ -35,16 +39,13 @@ export class TreeBlock {
     if (this.header.level === 0) {
       if (HEADER_SIZE + n * ITEM_SIZE > nodesize) throw corrupt(`leaf nritems ${n} too large`, { block: bytenr, tree: owner });
       for (let slot = 0; slot < n; slot++) {
-        // Read field by field: every block read decodes all its items, and the generic codec is the slow part.
         const at = HEADER_SIZE + slot * ITEM_SIZE;
-        const key = { objectid: buf.readBigUInt64LE(at), type: buf[at + 8]!, offset: buf.readBigUInt64LE(at + 9) };
         const offset = buf.readUInt32LE(at + 17);
         const size = buf.readUInt32LE(at + 21);
         const start = HEADER_SIZE + offset;
         if (offset + size > nodesize - HEADER_SIZE || start < HEADER_SIZE + n * ITEM_SIZE && size > 0) {
-          throw corrupt(`item data out of bounds, offset ${offset} size ${size}`, { block: bytenr, tree: owner, slot, key });
+          throw corrupt(`item data out of bounds, offset ${offset} size ${size}`, { block: bytenr, tree: owner, slot, key: this.itemKeyAt(slot) });
         }
-        this.items.push({ key, offset, size, data: buf.subarray(start, start + size) });
       }
     } else {
       if (HEADER_SIZE + n * KEY_PTR_SIZE > nodesize) throw corrupt(`node nritems ${n} too large`, { block: bytenr, tree: owner });
@@ -56,6 +57,44 @@ export class TreeBlock {
         });
       }
     }
+  }
+
+  /** A leaf's items, decoded on first use and kept (empty for a node). */
+  get items(): LeafItem[] {
+    if (this.items_) return this.items_;
+    const items: LeafItem[] = [];
+    if (this.header.level === 0) {
+      for (let slot = 0; slot < this.header.nritems; slot++) {
+        const offset = this.itemOffsetAt(slot);
+        const size = this.itemSizeAt(slot);
+        items.push({ key: this.itemKeyAt(slot), offset, size, data: this.buf.subarray(HEADER_SIZE + offset, HEADER_SIZE + offset + size) });
+      }
+    }
+    return this.items_ = items;
+  }
+
+  /** Slot `slot`'s key in a leaf, as a new object (nothing is kept). */
+  itemKeyAt(slot: number): Key {
+    const at = HEADER_SIZE + slot * ITEM_SIZE;
+    return { objectid: this.buf.readBigUInt64LE(at), type: this.buf[at + 8]!, offset: this.buf.readBigUInt64LE(at + 9) };
+  }
+
+  /** Slot `slot`'s key type in a leaf. */
+  itemTypeAt(slot: number): number { return this.buf[HEADER_SIZE + slot * ITEM_SIZE + 8]!; }
+
+  /** Slot `slot`'s item data offset in a leaf, relative to the end of the header, as stored. */
+  itemOffsetAt(slot: number): number { return this.buf.readUInt32LE(HEADER_SIZE + slot * ITEM_SIZE + 17); }
+
+  /** Slot `slot`'s item data size in a leaf. */
+  itemSizeAt(slot: number): number { return this.buf.readUInt32LE(HEADER_SIZE + slot * ITEM_SIZE + 21); }
+
+  /** Where slot `slot`'s item data begins in a leaf, as a byte offset into `buf`. */
+  itemStartAt(slot: number): number { return HEADER_SIZE + this.itemOffsetAt(slot); }
+
+  /** Slot `slot`'s item data in a leaf, as a new view of the block's buffer. */
+  itemDataAt(slot: number): Buffer {
+    const start = HEADER_SIZE + this.itemOffsetAt(slot);
+    return this.buf.subarray(start, start + this.itemSizeAt(slot));
   }
 
   get bytenr(): bigint { return this.header.bytenr; }
@@ -71,7 +110,8 @@ export class TreeBlock {
   }
 
   firstKey(): Key | undefined {
-    return this.nritems > 0 ? this.keyAt(0) : undefined;
+    if (this.nritems === 0) return undefined;
+    return this.isLeaf && !this.items_ ? this.itemKeyAt(0) : this.keyAt(0);
   }
 
   /**

@@ -4,8 +4,8 @@
  * checks that keep decoders from reading past an item; the semantic checks
  * across items and trees belong to check/.
  */
-import { KEY } from '../format/constants.js';
-import type { Key } from '../format/key.js';
+import { HEADER_SIZE, ITEM_SIZE, KEY } from '../format/constants.js';
+import type { TreeBlock } from '../format/tree-block.js';
 
 export interface ItemContext { owner: bigint; sectorsize: number; csumSize: number }
 
@@ -18,27 +18,26 @@ const ROOT_ITEM_SIZE = 439;
 
 const S_IFMT = 0o170000;
 const VALID_TYPES = new Set([0o100000, 0o040000, 0o120000, 0o020000, 0o060000, 0o010000, 0o140000]);
-const I64_MAX = (1n << 63n) - 1n;
 
 /** The kernel tree-checker's check_inode_item rules that readers depend on. */
-function checkInodeItem(k: Key, data: Buffer): string | undefined {
-  if (data.length !== INODE_ITEM_SIZE) return `invalid inode item size, have ${data.length} expect ${INODE_ITEM_SIZE}`;
-  const mode = data.readUInt32LE(52);
+function checkInodeItem(b: Buffer, at: number, len: number): string | undefined {
+  if (len !== INODE_ITEM_SIZE) return `invalid inode item size, have ${len} expect ${INODE_ITEM_SIZE}`;
+  const mode = b.readUInt32LE(at + 52);
   if ((mode & ~(S_IFMT | 0o7777)) !== 0) return `invalid inode mode, have 0${mode.toString(8)} (unknown bits set)`;
   if (!VALID_TYPES.has(mode & S_IFMT)) return `invalid inode mode, have 0${mode.toString(8)} (no valid file type)`;
-  const nlink = data.readUInt32LE(40);
+  const nlink = b.readUInt32LE(at + 40);
   if ((mode & S_IFMT) === 0o040000 && nlink > 1) return `invalid nlink: has ${nlink} expect no more than 1 for dir`;
   // i_size and nbytes are loff_t in the kernel: anything past 2^63-1 is negative there.
-  if (data.readBigUInt64LE(16) > I64_MAX) return `invalid inode size ${data.readBigUInt64LE(16)}`;
-  if (data.readBigUInt64LE(24) > I64_MAX) return `invalid inode nbytes ${data.readBigUInt64LE(24)}`;
-  void k;
+  if (b[at + 23]! > 0x7f) return `invalid inode size ${b.readBigUInt64LE(at + 16)}`;
+  if (b[at + 31]! > 0x7f) return `invalid inode nbytes ${b.readBigUInt64LE(at + 24)}`;
   return undefined;
 }
 
-function checkDirItems(data: Buffer, type: number): string | undefined {
-  let off = 0;
-  while (off < data.length) {
-    if (data.length - off < DIR_ITEM_HEAD) return `dir item too short, have ${data.length - off} expect >= ${DIR_ITEM_HEAD}`;
+function checkDirItems(data: Buffer, at: number, len: number, type: number): string | undefined {
+  let off = at;
+  const end = at + len;
+  while (off < end) {
+    if (end - off < DIR_ITEM_HEAD) return `dir item too short, have ${end - off} expect >= ${DIR_ITEM_HEAD}`;
     const locType = data[off + 8]!;
     if (type === KEY.XATTR_ITEM) {
       if (locType !== 0) return `invalid location key type for xattr item, have ${locType} expect 0`;
@@ -56,51 +55,54 @@ function checkDirItems(data: Buffer, type: number): string | undefined {
     if (ftype > 8) return `invalid dir item type ${ftype}`;
     if ((type === KEY.XATTR_ITEM) !== (ftype === 8)) return `dir item type ${ftype} does not fit key type ${type}`;
     const total = DIR_ITEM_HEAD + nameLen + dataLen;
-    if (off + total > data.length) return `dir item name/data past item end, need ${total} have ${data.length - off}`;
+    if (off + total > end) return `dir item name/data past item end, need ${total} have ${end - off}`;
     off += total;
-    if (type === KEY.DIR_INDEX && off !== data.length) return 'DIR_INDEX holds more than one entry';
+    if (type === KEY.DIR_INDEX && off !== end) return 'DIR_INDEX holds more than one entry';
   }
   return undefined;
 }
 
-function checkInodeRefs(data: Buffer): string | undefined {
-  let off = 0;
-  while (off < data.length) {
-    if (data.length - off < 10) return 'inode ref too short';
+function checkInodeRefs(data: Buffer, at: number, len: number): string | undefined {
+  let off = at;
+  const end = at + len;
+  while (off < end) {
+    if (end - off < 10) return 'inode ref too short';
     const nameLen = data.readUInt16LE(off + 8);
-    if (off + 10 + nameLen > data.length) return 'inode ref name past item end';
+    if (off + 10 + nameLen > end) return 'inode ref name past item end';
     off += 10 + nameLen;
   }
   return undefined;
 }
 
-function checkInodeExtrefs(data: Buffer): string | undefined {
-  let off = 0;
-  while (off < data.length) {
-    if (data.length - off < 18) return 'inode extref too short';
+function checkInodeExtrefs(data: Buffer, at: number, len: number): string | undefined {
+  let off = at;
+  const end = at + len;
+  while (off < end) {
+    if (end - off < 18) return 'inode extref too short';
     const nameLen = data.readUInt16LE(off + 16);
-    if (off + 18 + nameLen > data.length) return 'inode extref name past item end';
+    if (off + 18 + nameLen > end) return 'inode extref name past item end';
     off += 18 + nameLen;
   }
   return undefined;
 }
 
-function checkFileExtent(k: Key, data: Buffer, ctx: ItemContext): string | undefined {
-  if (data.length < FILE_EXTENT_INLINE_HEAD) return `file extent too short, have ${data.length}`;
-  const type = data[20]!;
+/** `keyAt`: where the item's key lies in `data`, for its offset (read in place: this runs for every file extent read). */
+function checkFileExtent(keyAt: number, data: Buffer, at: number, len: number, ctx: ItemContext): string | undefined {
+  if (len < FILE_EXTENT_INLINE_HEAD) return `file extent too short, have ${len}`;
+  const type = data[at + 20]!;
   if (type > 2) return `invalid file extent type ${type}`;
-  if (data[16]! > 3) return `invalid compression type ${data[16]}`;
+  if (data[at + 16]! > 3) return `invalid compression type ${data[at + 16]}`;
   if (type === 0) {
-    if (k.offset !== 0n) return `inline extent at non-zero file offset ${k.offset}`;
-    if (data[16] === 0 && data.length - FILE_EXTENT_INLINE_HEAD !== Number(data.readBigUInt64LE(8))) {
-      return `invalid ram_bytes for uncompressed inline extent, have ${data.readBigUInt64LE(8)} expect ${data.length - FILE_EXTENT_INLINE_HEAD}`;
+    if (data.readUInt32LE(keyAt + 9) !== 0 || data.readUInt32LE(keyAt + 13) !== 0) return `inline extent at non-zero file offset ${data.readBigUInt64LE(keyAt + 9)}`;
+    if (data[at + 16] === 0 && len - FILE_EXTENT_INLINE_HEAD !== Number(data.readBigUInt64LE(at + 8))) {
+      return `invalid ram_bytes for uncompressed inline extent, have ${data.readBigUInt64LE(at + 8)} expect ${len - FILE_EXTENT_INLINE_HEAD}`;
     }
     return undefined;
   }
-  if (data.length !== FILE_EXTENT_REG_SIZE) return `invalid item size for reg/prealloc file extent, have ${data.length} expect ${FILE_EXTENT_REG_SIZE}`;
-  if (k.offset % BigInt(ctx.sectorsize) !== 0n) return `unaligned file extent offset ${k.offset}`;
-  const numBytes = data.readBigUInt64LE(45);
-  if (numBytes === 0n) return 'file extent with zero num_bytes';
+  if (len !== FILE_EXTENT_REG_SIZE) return `invalid item size for reg/prealloc file extent, have ${len} expect ${FILE_EXTENT_REG_SIZE}`;
+  // The sector size is a power of two below 2^32: the low word decides the alignment.
+  if (data.readUInt32LE(keyAt + 9) % ctx.sectorsize !== 0) return `unaligned file extent offset ${data.readBigUInt64LE(keyAt + 9)}`;
+  if (data.readUInt32LE(at + 45) === 0 && data.readUInt32LE(at + 49) === 0) return 'file extent with zero num_bytes';
   return undefined;
 }
 
@@ -118,32 +120,38 @@ const FIXED_MIN: Record<number, number> = {
   [KEY.FREE_SPACE_INFO]: 8,
 };
 
-export function checkItem(k: Key, data: Buffer, ctx: ItemContext): string | undefined {
-  switch (k.type) {
+/** The rules for the item in `slot` of a leaf (whose item bounds the block already checked). */
+export function checkItem(block: TreeBlock, slot: number, ctx: ItemContext): string | undefined {
+  const type = block.itemTypeAt(slot);
+  // Offsets into the block's buffer rather than a view per item: this runs for every item read.
+  const b = block.buf;
+  const at = block.itemStartAt(slot);
+  const len = block.itemSizeAt(slot);
+  switch (type) {
     case KEY.INODE_ITEM:
-      return checkInodeItem(k, data);
-    case KEY.INODE_REF: return checkInodeRefs(data);
-    case KEY.INODE_EXTREF: return checkInodeExtrefs(data);
+      return checkInodeItem(b, at, len);
+    case KEY.INODE_REF: return checkInodeRefs(b, at, len);
+    case KEY.INODE_EXTREF: return checkInodeExtrefs(b, at, len);
     case KEY.DIR_ITEM:
     case KEY.DIR_INDEX:
     case KEY.XATTR_ITEM:
-      return checkDirItems(data, k.type);
-    case KEY.EXTENT_DATA: return checkFileExtent(k, data, ctx);
+      return checkDirItems(b, at, len, type);
+    case KEY.EXTENT_DATA: return checkFileExtent(HEADER_SIZE + slot * ITEM_SIZE, b, at, len, ctx);
     case KEY.EXTENT_CSUM:
-      if (data.length % ctx.csumSize !== 0) return `unaligned csum item size, have ${data.length} should be aligned to ${ctx.csumSize}`;
+      if (len % ctx.csumSize !== 0) return `unaligned csum item size, have ${len} should be aligned to ${ctx.csumSize}`;
       return undefined;
     case KEY.ROOT_ITEM:
-      if (data.length !== ROOT_ITEM_SIZE && data.length !== ROOT_ITEM_V1_SIZE) {
-        return `invalid root item size, have ${data.length} expect ${ROOT_ITEM_SIZE} or ${ROOT_ITEM_V1_SIZE}`;
+      if (len !== ROOT_ITEM_SIZE && len !== ROOT_ITEM_V1_SIZE) {
+        return `invalid root item size, have ${len} expect ${ROOT_ITEM_SIZE} or ${ROOT_ITEM_V1_SIZE}`;
       }
       return undefined;
     case KEY.EXTENT_ITEM:
     case KEY.METADATA_ITEM:
-      if (data.length < 24 && data.length !== 4) return `invalid extent item size ${data.length}`;
+      if (len < 24 && len !== 4) return `invalid extent item size ${len}`;
       return undefined;
     default: {
-      const min = FIXED_MIN[k.type];
-      if (min !== undefined && data.length < min) return `item too short for type ${k.type}, have ${data.length} expect >= ${min}`;
+      const min = FIXED_MIN[type];
+      if (min !== undefined && len < min) return `item too short for type ${type}, have ${len} expect >= ${min}`;
       return undefined;
     }
   }

@@ -73,31 +73,45 @@ export function checkTreeBlock(buf: Buffer, ctx: CheckContext, exp: BlockExpecta
   const w = (slot: number, k?: Key) => ({ block: exp.bytenr, tree: owner, slot, key: k });
   if (block.isLeaf) checkLeaf(block, ctx, owner, w);
   else checkNode(block, ctx, owner, w);
-  if (exp.firstKey && block.nritems > 0 && !keyEquals(block.keyAt(0), exp.firstKey)) {
-    throw corrupt(`corrupt ${kind}: first key mismatch, want ${formatKey(exp.firstKey)} have ${formatKey(block.keyAt(0))}`, w(0, block.keyAt(0)));
+  if (exp.firstKey && block.nritems > 0) {
+    const first = block.firstKey()!;
+    if (!keyEquals(first, exp.firstKey)) {
+      throw corrupt(`corrupt ${kind}: first key mismatch, want ${formatKey(exp.firstKey)} have ${formatKey(first)}`, w(0, first));
+    }
   }
   return block;
 }
 
+/** Orders the keys stored at byte offsets a and b of buf (objectid u64, type u8, offset u64), without decoding them. */
+function compareStoredKeys(buf: Buffer, a: number, b: number): number {
+  return buf.readUInt32LE(a + 4) - buf.readUInt32LE(b + 4) || buf.readUInt32LE(a) - buf.readUInt32LE(b)
+    || buf[a + 8]! - buf[b + 8]!
+    || buf.readUInt32LE(a + 13) - buf.readUInt32LE(b + 13) || buf.readUInt32LE(a + 9) - buf.readUInt32LE(b + 9);
+}
+
 function checkLeaf(block: TreeBlock, ctx: CheckContext, owner: bigint, w: (s: number, k?: Key) => object): void {
   const n = block.nritems;
+  const buf = block.buf;
+  const itemCtx = { owner, sectorsize: ctx.sectorsize, csumSize: csumSize(ctx.csumType) };
   // Items' data is packed from the end of the block backwards, each ending where the previous began.
   let expectEnd = ctx.nodesize - HEADER_SIZE;
+  // Keys are decoded only for messages: every block read passes through here.
   for (let slot = 0; slot < n; slot++) {
-    const it = block.items[slot]!;
-    if (slot > 0 && compareKeys(block.items[slot - 1]!.key, it.key) >= 0) {
-      throw corrupt(`corrupt leaf: bad key order, prev ${formatKey(block.items[slot - 1]!.key)} current ${formatKey(it.key)}`, w(slot, it.key));
+    const at = HEADER_SIZE + slot * ITEM_SIZE;
+    if (slot > 0 && compareStoredKeys(buf, at - ITEM_SIZE, at) >= 0) {
+      throw corrupt(`corrupt leaf: bad key order, prev ${formatKey(block.itemKeyAt(slot - 1))} current ${formatKey(block.itemKeyAt(slot))}`, w(slot, block.itemKeyAt(slot)));
     }
-    const end = it.offset + it.size;
+    const offset = block.itemOffsetAt(slot);
+    const end = offset + block.itemSizeAt(slot);
     if (end !== expectEnd) {
-      throw corrupt(`corrupt leaf: unexpected item end, have ${end} expect ${expectEnd}`, w(slot, it.key));
+      throw corrupt(`corrupt leaf: unexpected item end, have ${end} expect ${expectEnd}`, w(slot, block.itemKeyAt(slot)));
     }
-    if (HEADER_SIZE + it.offset < HEADER_SIZE + n * ITEM_SIZE) {
-      throw corrupt(`corrupt leaf: item data overlaps item headers, offset ${it.offset}`, w(slot, it.key));
+    if (HEADER_SIZE + offset < HEADER_SIZE + n * ITEM_SIZE) {
+      throw corrupt(`corrupt leaf: item data overlaps item headers, offset ${offset}`, w(slot, block.itemKeyAt(slot)));
     }
-    expectEnd = it.offset;
-    const problem = checkItem(it.key, it.data, { owner, sectorsize: ctx.sectorsize, csumSize: csumSize(ctx.csumType) });
-    if (problem) throw corrupt(`corrupt leaf: ${problem}`, w(slot, it.key));
+    expectEnd = offset;
+    const problem = checkItem(block, slot, itemCtx);
+    if (problem) throw corrupt(`corrupt leaf: ${problem}`, w(slot, block.itemKeyAt(slot)));
   }
 }
 
