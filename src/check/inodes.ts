@@ -22,9 +22,9 @@
  * root refs pass instead.
  */
 import {
-  FEATURE_INCOMPAT, FILE_EXTENT, FT, KEY, OBJ, S_IFDIR, S_IFMT, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK,
+  FEATURE_INCOMPAT, FILE_EXTENT, FT, HEADER_SIZE, ITEM_SIZE, KEY, OBJ, S_IFDIR, S_IFMT, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK,
 } from '../format/constants.js';
-import type { Key } from '../format/key.js';
+import { compareKeys, type Key } from '../format/key.js';
 import type { TreeBlock } from '../format/tree-block.js';
 import { nameHash } from '../util/checksum.js';
 import { BtrfsError } from '../util/errors.js';
@@ -36,11 +36,27 @@ import { addU64, fromBig, readU64, toBig, type U64 } from './u64.js';
 
 const NONE = -1;
 
-/** A name as the inode's own INODE_REF/INODE_EXTREF records it. */
-interface OwnRef { dir: U64; name: string; index: U64; key: Key }
+/** A name as the inode's own INODE_REF/INODE_EXTREF records it; an INODE_REF's key, (inode, INODE_REF, dir), is rebuilt when needed. */
+interface OwnRef { dir: U64; name: string; index: U64; key: Key | undefined }
 
-/** A directory entry naming an inode: a DIR_ITEM or DIR_INDEX of its parent, and the leaf it lies in. */
-interface Entry { dir: U64; name: string; nameLen: number; index: U64; ftype: number; isIndex: boolean; key: Key; leaf: bigint }
+/**
+ * A directory entry naming an inode: a DIR_ITEM or DIR_INDEX of its parent, and the leaf it lies in.
+ * Its item key is (dir, DIR_ITEM or DIR_INDEX, index) and is rebuilt when a finding needs it:
+ * there are several entries per inode, kept for every tree.
+ */
+interface Entry { dir: U64; name: string; nameLen: number; index: U64; ftype: number; isIndex: boolean; leaf: bigint }
+
+const entryKey = (e: Entry): Key => ({ objectid: toBig(e.dir), type: e.isIndex ? KEY.DIR_INDEX : KEY.DIR_ITEM, offset: toBig(e.index) });
+
+/** The smallest key among entries (not empty), so that findings do not depend on the order the entries were gathered in. */
+function firstEntryKey(entries: Entry[]): Key {
+  let best = entryKey(entries[0]!);
+  for (let i = 1; i < entries.length; i++) {
+    const k = entryKey(entries[i]!);
+    if (compareKeys(k, best) < 0) best = k;
+  }
+  return best;
+}
 
 /** A finding about one inode, without the tree's name (so a snapshot can reuse it): code, text, key. */
 type Note = [code: string, text: string, key: Key];
@@ -96,6 +112,8 @@ interface TreeState {
 }
 
 const FREE_INO = fromBig(OBJ.FREE_INO);
+const FREE_SPACE_OBJECTID = fromBig(OBJ.FREE_SPACE);
+const ORPHAN_OBJECTID = fromBig(OBJ.ORPHAN);
 
 const FT_OF_MODE: Record<number, number> = {
   [S_IFREG]: FT.REG_FILE, [S_IFDIR]: FT.DIR, [S_IFCHR]: FT.CHRDEV, [S_IFBLK]: FT.BLKDEV,
@@ -227,7 +245,7 @@ class InodePass {
     const tree = root.objectid;
     const label = tree === OBJ.TREE_RELOC ? `reloc root ${root.offset}` : `root ${tree}`;
     let n = s.own.size;
-    for (const ino of s.incoming.keys()) if (!s.own.has(ino)) n++;
+    s.incoming.forEach((_, ino) => { if (!s.own.has(ino)) n++; });
     report.stats.inodes += n;
     const rootDir = fromBig(root.item.root_dirid);
     for (const [ino, notes] of s.notes) {
@@ -257,17 +275,18 @@ class InodePass {
       this.scanLeaf(leaf, s, dataReloc, undefined, true);
     });
     const rootDir = fromBig(root.item.root_dirid);
-    for (const [ino, own] of s.own) {
+    // forEach rather than for-of: no [key, value] pair per inode.
+    s.own.forEach((own, ino) => {
       if (own.prealloc) s.preallocInos.add(ino);
-      if (ino === rootDir) continue;
+      if (ino === rootDir) return;
       const notes = this.evaluate(ino, own, s.incoming.get(ino), s.orphans);
       if (notes) s.notes.set(ino, notes);
-    }
-    for (const [ino, entries] of s.incoming) {
-      if (s.own.has(ino) || ino === rootDir) continue;
+    });
+    s.incoming.forEach((entries, ino) => {
+      if (s.own.has(ino) || ino === rootDir) return;
       const notes = this.evaluate(ino, undefined, entries, s.orphans);
       if (notes) s.notes.set(ino, notes);
-    }
+    });
     return s;
   }
 
@@ -298,14 +317,17 @@ class InodePass {
     const incomingChanged = new Set<U64>();
     const orphanChanged = new Set<U64>();
     const touch = (leaf: TreeBlock) => {
-      for (const it of leaf.items) {
-        const k = it.key;
-        if (k.type === KEY.ORPHAN_ITEM) { if (k.objectid === OBJ.ORPHAN) orphanChanged.add(fromBig(k.offset)); continue; }
-        if (k.objectid === OBJ.FREE_SPACE) continue;
-        ownChanged.add(fromBig(k.objectid));
-        if (k.type === KEY.DIR_ITEM || k.type === KEY.DIR_INDEX) {
-          const d = it.data;
-          for (let off = 0; off + 30 <= d.length; off += 30 + d.readUInt16LE(off + 27) + d.readUInt16LE(off + 25)) {
+      const d = leaf.buf;
+      for (let slot = 0; slot < leaf.nritems; slot++) {
+        const at = HEADER_SIZE + slot * ITEM_SIZE;
+        const type = d[at + 8]!;
+        const objectid = readU64(d, at);
+        if (type === KEY.ORPHAN_ITEM) { if (objectid === ORPHAN_OBJECTID) orphanChanged.add(readU64(d, at + 9)); continue; }
+        if (objectid === FREE_SPACE_OBJECTID) continue;
+        ownChanged.add(objectid);
+        if (type === KEY.DIR_ITEM || type === KEY.DIR_INDEX) {
+          const end = leaf.itemStartAt(slot) + leaf.itemSizeAt(slot);
+          for (let off = leaf.itemStartAt(slot); off + 30 <= end; off += 30 + d.readUInt16LE(off + 27) + d.readUInt16LE(off + 25)) {
             if (d[off + 8] !== KEY.ROOT_ITEM) incomingChanged.add(readU64(d, off));
           }
         }
@@ -333,7 +355,7 @@ class InodePass {
       return lo < changed.length && (to === undefined || changed[lo]! <= to);
     };
     const s: TreeState = {
-      tree, leaves, own: new Map(base.own), incoming: new Map(base.incoming), orphans: new Set(base.orphans), notes: new Map(base.notes),
+      tree, leaves, own: copyMap(base.own), incoming: copyMap(base.incoming), orphans: new Set(base.orphans), notes: copyMap(base.notes),
       preallocInos: new Set(base.preallocInos), subvol: base.subvol.filter((e) => leaves.has(e.leaf)),
     };
     for (const x of ownChanged) s.own.delete(x);
@@ -384,71 +406,80 @@ class InodePass {
   private scanLeaf(leaf: TreeBlock, s: TreeState, dataReloc: boolean, only: Set<U64> | undefined, entries: boolean): void {
     let cur: Own | undefined;
     let curIno: U64 = NONE;
-    for (const it of leaf.items) {
-      const k = it.key;
-      if (k.objectid === OBJ.FREE_SPACE) continue;
-      if (k.type === KEY.ORPHAN_ITEM) {
-        if (entries && k.objectid === OBJ.ORPHAN) s.orphans.add(fromBig(k.offset));
+    const d = leaf.buf;
+    // Keys are read in place, and decoded only for the items kept: a rescan skips most of a leaf.
+    for (let slot = 0; slot < leaf.nritems; slot++) {
+      const at = HEADER_SIZE + slot * ITEM_SIZE;
+      const ino = readU64(d, at);
+      if (ino === FREE_SPACE_OBJECTID) continue;
+      if (d[at + 8] === KEY.ORPHAN_ITEM) {
+        if (entries && ino === ORPHAN_OBJECTID) s.orphans.add(readU64(d, at + 9));
         continue;
       }
-      const ino = fromBig(k.objectid);
       if (only && !only.has(ino)) continue;
+      // The key as an object only where one is kept (most items need none).
+      let k: Key | undefined;
       if (ino !== curIno || !cur) {
         curIno = ino;
         cur = s.own.get(ino);
-        if (!cur) s.own.set(ino, cur = new Own(k));
+        if (!cur) s.own.set(ino, cur = new Own(k = leaf.itemKeyAt(slot)));
       }
-      this.ownItem(cur, ino, k, it.data, leaf, s, dataReloc, entries);
+      this.ownItem(cur, ino, slot, k, d, leaf.itemStartAt(slot), leaf.itemSizeAt(slot), leaf, s, dataReloc, entries);
     }
   }
 
-  private ownItem(o: Own, ino: U64, k: Key, d: Buffer, leaf: TreeBlock, s: TreeState, dataReloc: boolean, entries: boolean): void {
-    switch (k.type) {
+  /** One item of inode `ino`: slot `slot` of `leaf`, whose key object `k` is passed when it was already made. */
+  private ownItem(o: Own, ino: U64, slot: number, k: Key | undefined, d: Buffer, at: number, size: number, leaf: TreeBlock, s: TreeState, dataReloc: boolean, entries: boolean): void {
+    // `d` is the whole leaf; the item is [at, at + size).
+    const end = at + size;
+    const keyAt = HEADER_SIZE + slot * ITEM_SIZE;
+    const type = d[keyAt + 8]!;
+    switch (type) {
       case KEY.INODE_ITEM: {
         if (o.found) { o.error('dup inode item'); break; }
         o.found = true;
-        o.itemKey = k;
-        o.isize = readU64(d, 16);
-        o.nbytes = readU64(d, 24);
-        o.nlink = d.readUInt32LE(40);
-        o.mode = d.readUInt32LE(52);
-        const lo = d.readUInt32LE(64);
-        const hi = d.readUInt32LE(68);
+        o.itemKey = k ?? leaf.itemKeyAt(slot);
+        o.isize = readU64(d, at + 16);
+        o.nbytes = readU64(d, at + 24);
+        o.nlink = d.readUInt32LE(at + 40);
+        o.mode = d.readUInt32LE(at + 52);
+        const lo = d.readUInt32LE(at + 64);
+        const hi = d.readUInt32LE(at + 68);
         o.nodatasum = (lo & FLAG_NODATASUM) !== 0;
-        const type = o.mode & S_IFMT;
-        if (type === S_IFLNK && (lo & (FLAG_IMMUTABLE | FLAG_APPEND)) !== 0) {
-          o.error(`odd inode flags 0x${d.readBigUInt64LE(64).toString(16)} (immutable/append on a symlink)`, 'odd-inode-flags');
+        const fmt = o.mode & S_IFMT;
+        if (fmt === S_IFLNK && (lo & (FLAG_IMMUTABLE | FLAG_APPEND)) !== 0) {
+          o.error(`odd inode flags 0x${d.readBigUInt64LE(at + 64).toString(16)} (immutable/append on a symlink)`, 'odd-inode-flags');
         } else if ((lo & ~KNOWN_LO) !== 0 || (hi & ~KNOWN_HI) !== 0) {
-          o.error(`odd inode flags 0x${d.readBigUInt64LE(64).toString(16)}`, 'odd-inode-flags');
+          o.error(`odd inode flags 0x${d.readBigUInt64LE(at + 64).toString(16)}`, 'odd-inode-flags');
         }
-        if (type === S_IFDIR && o.nlink >= 2) o.error(`directory has invalid nlink ${o.nlink}`, 'dir-nlink');
-        const gen = readU64(d, 0);
-        const transid = readU64(d, 8);
+        if (fmt === S_IFDIR && o.nlink >= 2) o.error(`directory has invalid nlink ${o.nlink}`, 'dir-nlink');
+        const gen = readU64(d, at + 0);
+        const transid = readU64(d, at + 8);
         if (gen > this.superGenLimit || transid > this.superGenLimit) {
           o.error(`invalid inode generation or transid (generation ${gen}, transid ${transid}, super ${this.superGen})`, 'inode-generation');
         }
-        if (k.offset !== 0n) o.error(`inode item key offset ${k.offset}, expect 0`);
+        if (d.readUInt32LE(keyAt + 9) !== 0 || d.readUInt32LE(keyAt + 13) !== 0) o.error(`inode item key offset ${d.readBigUInt64LE(keyAt + 9)}, expect 0`);
         break;
       }
       case KEY.INODE_REF: {
-        const parent = fromBig(k.offset);
-        for (let off = 0; off + 10 <= d.length;) {
+        const parent = readU64(d, keyAt + 9);
+        for (let off = at; off + 10 <= end;) {
           const len = d.readUInt16LE(off + 8);
-          (o.refs ??= []).push({ dir: parent, index: readU64(d, off), name: d.toString('latin1', off + 10, Math.min(d.length, off + 10 + len)), key: k });
+          (o.refs ??= []).push({ dir: parent, index: readU64(d, off), name: d.toString('latin1', off + 10, Math.min(end, off + 10 + len)), key: undefined });
           off += 10 + len;
         }
         break;
       }
       case KEY.INODE_EXTREF: {
-        for (let off = 0; off + 18 <= d.length;) {
+        for (let off = at; off + 18 <= end;) {
           const len = d.readUInt16LE(off + 16);
-          (o.refs ??= []).push({ dir: readU64(d, off), index: readU64(d, off + 8), name: d.toString('latin1', off + 18, Math.min(d.length, off + 18 + len)), key: k });
+          (o.refs ??= []).push({ dir: readU64(d, off), index: readU64(d, off + 8), name: d.toString('latin1', off + 18, Math.min(end, off + 18 + len)), key: k ??= leaf.itemKeyAt(slot) });
           off += 18 + len;
         }
         break;
       }
       case KEY.XATTR_ITEM: {
-        for (let off = 0; off + 30 <= d.length;) {
+        for (let off = at; off + 30 <= end;) {
           const nameLen = d.readUInt16LE(off + 27);
           if (nameLen > 255) o.error(`invalid xattr (name of ${nameLen} bytes)`);
           off += 30 + nameLen + d.readUInt16LE(off + 25);
@@ -457,43 +488,45 @@ class InodePass {
       }
       case KEY.DIR_ITEM:
       case KEY.DIR_INDEX:
-        this.dirEntries(o, ino, k, d, leaf, s, entries);
+        this.dirEntries(o, ino, slot, d, at, end, leaf, s, entries);
         break;
       case KEY.EXTENT_DATA:
-        this.fileExtent(o, k, fromBig(k.offset), d, leaf.owner, dataReloc);
+        this.fileExtent(o, leaf, slot, readU64(d, keyAt + 9), d, at, size, dataReloc);
         break;
       default:
         break;
     }
   }
 
-  private dirEntries(o: Own, ino: U64, k: Key, d: Buffer, leaf: TreeBlock, s: TreeState, entries: boolean): void {
+  private dirEntries(o: Own, ino: U64, slot: number, d: Buffer, at: number, end: number, leaf: TreeBlock, s: TreeState, entries: boolean): void {
     o.foundDirItem = true;
     // An unlinked directory's entries are leftovers its orphan cleanup will remove.
     if (o.found && o.nlink === 0) { o.zeroDir = true; return; }
-    const isIndex = k.type === KEY.DIR_INDEX;
-    const keyOffset = fromBig(k.offset);
+    const keyAt = HEADER_SIZE + slot * ITEM_SIZE;
+    const isIndex = d[keyAt + 8] === KEY.DIR_INDEX;
+    const keyOffset = readU64(d, keyAt + 9);
     let n = 0;
-    for (let off = 0; off + 30 <= d.length;) {
+    for (let off = at; off + 30 <= end;) {
       n++;
       const locType = d[off + 8]!;
       const dataLen = d.readUInt16LE(off + 25);
       const nameLen = d.readUInt16LE(off + 27);
       const ftype = d[off + 29]!;
       const nameAt = off + 30;
-      const nameEnd = Math.min(d.length, nameAt + nameLen);
+      const nameEnd = Math.min(end, nameAt + nameLen);
       o.foundSize = addU64(o.foundSize, nameLen);
       const entryAt = off;
       off += 30 + nameLen + dataLen;
       if (!isIndex) {
         const h = nameHash(d.subarray(nameAt, nameEnd));
-        if (h !== k.offset) {
-          o.error(`dir item name "${printable(d.toString('latin1', nameAt, nameEnd))}" hash mismatch, wanted 0x${h.toString(16).padStart(8, '0')} has 0x${k.offset.toString(16).padStart(8, '0')}`, 'name-hash');
+        if (fromBig(h) !== keyOffset) {
+          o.error(`dir item name "${printable(d.toString('latin1', nameAt, nameEnd))}" hash mismatch, wanted 0x${h.toString(16).padStart(8, '0')} has 0x${toBig(keyOffset).toString(16).padStart(8, '0')}`, 'name-hash');
           continue;
         }
       }
       if (!entries) continue;
       if (locType === KEY.ROOT_ITEM) {
+        const k = leaf.itemKeyAt(slot);
         s.subvol.push({
           tree: s.tree, child: d.readBigUInt64LE(entryAt), dir: k.objectid, name: Buffer.from(d.subarray(nameAt, nameEnd)),
           index: isIndex ? k.offset : undefined, kind: isIndex ? 'index' : 'item', key: k, leaf: leaf.bytenr,
@@ -501,7 +534,7 @@ class InodePass {
         continue;
       }
       const target = readU64(d, entryAt);
-      const e: Entry = { dir: ino, name: d.toString('latin1', nameAt, nameEnd), nameLen, index: keyOffset, ftype, isIndex, key: k, leaf: leaf.bytenr };
+      const e: Entry = { dir: ino, name: d.toString('latin1', nameAt, nameEnd), nameLen, index: keyOffset, ftype, isIndex, leaf: leaf.bytenr };
       const list = s.incoming.get(target);
       if (list) list.push(e); else s.incoming.set(target, [e]);
     }
@@ -509,22 +542,23 @@ class InodePass {
   }
 
   /** One EXTENT_DATA item: its shape, its place among the inode's extents, its bytes and checksums. */
-  private fileExtent(o: Own, k: Key, off: U64, d: Buffer, leafOwner: bigint, dataReloc: boolean): void {
+  private fileExtent(o: Own, leaf: TreeBlock, slot: number, off: U64, d: Buffer, at: number, size: number, dataReloc: boolean): void {
+    const leafOwner = leaf.owner;
     const ss = this.ss;
     o.foundFileExtent = true;
     if (o.extentStart === NONE) { o.extentStart = off; o.extentEnd = off; }
     if (o.extentEnd > off) o.error(`file extent overlap at offset ${off}`, 'extent-overlap');
     else if (o.extentEnd < off && o.firstGap === NONE) o.firstGap = o.extentEnd;
-    const type = d[20]!;
-    const compression = d[16]!;
-    const ramBytes = readU64(d, 8);
+    const type = d[at + 20]!;
+    const compression = d[at + 16]!;
+    const ramBytes = readU64(d, at + 8);
     let numBytes: U64 = 0;
     let diskBytenr: U64 = 0;
     let extentOffset: U64 = 0;
     if (type === FILE_EXTENT.INLINE) {
       numBytes = ramBytes;
       if (numBytes === 0) o.error('bad file extent (inline extent of 0 bytes)', 'bad-file-extent');
-      const stored = d.length - 21;
+      const stored = size - 21;
       if (compression) {
         if (stored > this.maxInline || numBytes > ss) o.error('inline file extent too large');
       } else {
@@ -534,14 +568,14 @@ class InodePass {
       o.foundSize = addU64(o.foundSize, numBytes);
       numBytes = typeof numBytes === 'number' ? Math.ceil(numBytes / ss) * ss : fromBig((numBytes + BigInt(ss - 1)) / BigInt(ss) * BigInt(ss));
     } else if (type === FILE_EXTENT.REG || type === FILE_EXTENT.PREALLOC) {
-      if (d.length < 53) { o.error('bad file extent (item too short)', 'bad-file-extent'); return; }
-      numBytes = readU64(d, 45);
-      diskBytenr = readU64(d, 21);
-      extentOffset = readU64(d, 37);
+      if (size < 53) { o.error('bad file extent (item too short)', 'bad-file-extent'); return; }
+      numBytes = readU64(d, at + 45);
+      diskBytenr = readU64(d, at + 21);
+      extentOffset = readU64(d, at + 37);
       if (numBytes === 0 || (typeof numBytes === 'number' ? numBytes % ss !== 0 : numBytes % BigInt(ss) !== 0n)) o.error(`bad file extent (num_bytes ${numBytes})`, 'bad-file-extent');
       // Both are u64s in btrfs check: their sum may wrap.
       if (addU64(numBytes, extentOffset) > ramBytes) o.error(`bad file extent (offset ${extentOffset} + num_bytes ${numBytes} past ram_bytes ${ramBytes})`, 'bad-file-extent');
-      if (type === FILE_EXTENT.PREALLOC && (compression || d[17] || d.readUInt16LE(18))) o.error('bad file extent (encoded preallocated extent)', 'bad-file-extent');
+      if (type === FILE_EXTENT.PREALLOC && (compression || d[at + 17] || d.readUInt16LE(at + 18))) o.error('bad file extent (encoded preallocated extent)', 'bad-file-extent');
       if (compression && o.nodatasum) o.error('bad file extent (compressed extent in a NODATASUM inode)', 'bad-file-extent');
       if (diskBytenr !== 0) o.foundSize = addU64(o.foundSize, numBytes);
     } else {
@@ -553,7 +587,7 @@ class InodePass {
     if (type === FILE_EXTENT.REG) this.writtenExtents.add(diskBytenr);
     let start = diskBytenr;
     let len = numBytes;
-    if (compression) len = readU64(d, 29);
+    if (compression) len = readU64(d, at + 29);
     else start = addU64(diskBytenr, extentOffset);
     const found = csumBytesIn(this.ctx, start, len);
     if (type === FILE_EXTENT.REG) {
@@ -563,7 +597,7 @@ class InodePass {
         if (compression) o.error('some csum missing (compressed extent)', 'csum-missing');
       }
     } else if (type === FILE_EXTENT.PREALLOC && found > 0) {
-      (o.prealloc ??= []).push({ key: k, start, len });
+      (o.prealloc ??= []).push({ key: leaf.itemKeyAt(slot), start, len });
     }
   }
 
@@ -633,7 +667,12 @@ class InodePass {
     };
     let foundLink = ino === FREE_INO ? 1 : 0;
     for (const e of entries) {
-      const b = find(e.dir, e.name, e.nameLen, e.key);
+      const k = entryKey(e);
+      const b = find(e.dir, e.name, e.nameLen, k);
+      // A name's findings carry the smallest key of its entries, whatever order they were gathered in: a
+      // snapshot checked by difference lists kept entries before new ones, a full walk of a cross-linked
+      // tree lists them in walk order, and both must report the same finding.
+      if (compareKeys(k, b.key) < 0) b.key = k;
       if (e.nameLen > 255) b.errors.push('name too long');
       if (e.isIndex) {
         if (b.dirIndex) b.errors.push('dup dir index');
@@ -651,14 +690,14 @@ class InodePass {
       }
     }
     for (const r of own?.refs ?? []) {
-      const b = find(r.dir, r.name, Buffer.byteLength(r.name, 'latin1'), r.key);
+      const b = find(r.dir, r.name, Buffer.byteLength(r.name, 'latin1'), r.key ?? { objectid: toBig(ino), type: KEY.INODE_REF, offset: toBig(r.dir) });
       if (b.inodeRef) b.errors.push('dup inode ref');
       if (b.dirIndex && b.index !== r.index) b.errors.push('index mismatch');
       else b.index = r.index;
       b.inodeRef = true;
     }
     const notes: Note[] = own ? this.shapeErrors(own) : [];
-    const key = own ? own.itemKey ?? own.firstKey : entries[0]!.key;
+    const key = own ? own.itemKey ?? own.firstKey : firstEntryKey(entries);
     const found = own?.found ?? false;
     const nlink = own?.nlink ?? 0;
     if (found && nlink === 0 && !orphans.has(ino)) notes.push(['unreferenced', 'no orphan item (unreferenced inode)', key]);
@@ -683,7 +722,7 @@ class InodePass {
   /** The root directory: one inode item, nlink 1, and no name but its ".." reference to itself with index 0. */
   private evaluateRootDir(own: Own | undefined, entries: Entry[] | undefined): Note[] {
     if (!own && !entries) return [];
-    const key = own ? own.itemKey ?? own.firstKey : entries![0]!.key;
+    const key = own ? own.itemKey ?? own.firstKey : firstEntryKey(entries!);
     const notes: Note[] = own ? this.shapeErrors(own) : [];
     const err = (code: string, text: string) => { notes.push([code, text, key]); return notes; };
     if (!own?.found) return err('no-inode-item', 'no inode item (root directory)');
@@ -703,6 +742,13 @@ class InodePass {
     }
     return notes;
   }
+}
+
+/** A copy of a map, made without the [key, value] pair per entry that `new Map(map)` allocates. */
+function copyMap<K, V>(m: Map<K, V>): Map<K, V> {
+  const out = new Map<K, V>();
+  m.forEach((v, k) => out.set(k, v));
+  return out;
 }
 
 /** A leaf of a tree: where it is, what its parent expects of it, and the objectid of its first key. */

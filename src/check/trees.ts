@@ -56,9 +56,10 @@ const sharesBlocks = (objectid: bigint): boolean => objectid >= OBJ.FIRST_FREE |
 export function shapeOf(block: TreeBlock): BlockShape {
   if (!block.isLeaf) return { children: block.ptrs.map((p) => p.blockptr) };
   const extents: bigint[] = [];
-  for (const it of block.items) {
-    const d = it.data;
-    if (it.key.type !== KEY.EXTENT_DATA || d.length < 53 || d[20] === FILE_EXTENT.INLINE) continue;
+  for (let slot = 0; slot < block.nritems; slot++) {
+    if (block.itemTypeAt(slot) !== KEY.EXTENT_DATA) continue;
+    const d = block.itemDataAt(slot);
+    if (d.length < 53 || d[20] === FILE_EXTENT.INLINE) continue;
     const disk = d.readBigUInt64LE(21);
     if (disk !== 0n) extents.push(disk, d.readBigUInt64LE(29));
   }
@@ -191,8 +192,9 @@ async function walkOne(
     const full = backrefMode(block, !parent);
     facts.set(bytenr, { owner: block.owner, level: block.level, generation: block.generation, firstKey: block.firstKey(), fullBackref: full });
     ctx.shapes?.set(bytenr, shapeOf(block));
-    if (hi && block.nritems > 0 && compareKeys(block.keyAt(block.nritems - 1), hi) >= 0) {
-      report.error('bad-key-range', `tree block ${bytenr} last key ${formatKey(block.keyAt(block.nritems - 1))} is not below its parent's next key ${formatKey(hi)}`,
+    const last = hi && block.nritems > 0 ? (block.isLeaf ? block.itemKeyAt(block.nritems - 1) : block.keyAt(block.nritems - 1)) : undefined;
+    if (hi && last && compareKeys(last, hi) >= 0) {
+      report.error('bad-key-range', `tree block ${bytenr} last key ${formatKey(last)} is not below its parent's next key ${formatKey(hi)}`,
         { tree: root.objectid, block: bytenr });
     }
     if (!block.isLeaf) {
@@ -207,26 +209,31 @@ async function walkOne(
       return;
     }
     if (root.objectid === OBJ.TREE_LOG) return;
-    for (const it of block.items) {
-      const k = it.key;
-      if (wrongTreeFor(k.type, block.owner, bgTree)) {
+    // Slot by slot, keys decoded only where needed: this runs for every item of the filesystem.
+    for (let slot = 0; slot < block.nritems; slot++) {
+      const type = block.itemTypeAt(slot);
+      if (wrongTreeFor(type, block.owner, bgTree)) {
+        const k = block.itemKeyAt(slot);
         report.error('key-type-wrong-tree', `Invalid key type(${k.type}) found in root(${block.owner}): ignoring invalid key ${formatKey(k)}`,
           { tree: root.objectid, block: bytenr, key: k });
         continue;
       }
-      if (k.type !== KEY.EXTENT_DATA) continue;
-      // Raw reads: this runs for every file extent of the filesystem, and the item rules already vouched for the sizes.
-      const d = it.data;
-      if (d.length < 21 || d[20] === FILE_EXTENT.INLINE || d.length < 53) continue;
-      const diskBytenr = d.readBigUInt64LE(21);
+      if (type !== KEY.EXTENT_DATA) continue;
+      // Raw reads at the item's place in the block: the item rules already vouched for the sizes.
+      const d = block.buf;
+      const at = block.itemStartAt(slot);
+      const len = block.itemSizeAt(slot);
+      if (len < 53 || d[at + 20] === FILE_EXTENT.INLINE) continue;
+      const diskBytenr = d.readBigUInt64LE(at + 21);
       if (diskBytenr === 0n) continue;
-      const feGen = d.readBigUInt64LE(0);
+      const k = block.itemKeyAt(slot);
+      const feGen = d.readBigUInt64LE(at);
       if (feGen > superGenLimit) {
         report.error('bad-extent-generation', `invalid generation for extent ${diskBytenr}, have ${feGen} expect (0, ${superGenLimit}]`,
           { tree: root.objectid, block: bytenr, key: k, inode: k.objectid });
       }
-      const diskNumBytes = d.readBigUInt64LE(29);
-      const offset = d.readBigUInt64LE(37);
+      const diskNumBytes = d.readBigUInt64LE(at + 29);
+      const offset = d.readBigUInt64LE(at + 37);
       let e = found.data.get(diskBytenr);
       if (!e) found.data.set(diskBytenr, e = { numBytes: diskNumBytes, refs: [], where: { tree: block.owner, inode: k.objectid, key: k } });
       else if (e.numBytes !== diskNumBytes && !e.otherSizes?.includes(diskNumBytes)) (e.otherSizes ??= []).push(diskNumBytes);

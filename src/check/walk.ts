@@ -7,7 +7,7 @@
  * more than the work done on it.
  */
 import type { Key } from '../format/key.js';
-import type { LeafItem, TreeBlock } from '../format/tree-block.js';
+import type { TreeBlock } from '../format/tree-block.js';
 import type { BlockExpectation } from '../verify/tree-checker.js';
 import type { RootLocation } from '../tree/search.js';
 import type { CheckContext } from './context.js';
@@ -68,7 +68,6 @@ export async function forEachLeaf(ctx: CheckContext, loc: RootLocation, fn: (lea
 /** Calls `fn` on every item of the tree, in key order (see forEachLeaf). */
 export async function forEachItem(ctx: CheckContext, loc: RootLocation, fn: (key: Key, data: Buffer, block: TreeBlock, slot: number) => void): Promise<void> {
   await forEachLeaf(ctx, loc, (leaf) => {
-    const items: LeafItem[] = leaf.items;
-    for (let i = 0; i < items.length; i++) fn(items[i]!.key, items[i]!.data, leaf, i);
+    for (let i = 0; i < leaf.nritems; i++) fn(leaf.itemKeyAt(i), leaf.itemDataAt(i), leaf, i);
   });
 }
