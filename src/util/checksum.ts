@@ -1,26 +1,48 @@
 /**
  * Every checksum and hash btrfs puts on disk or in a send stream.
  *
- * crc32c comes from `crc-32/crc32c`, which inverts its seed on entry and the
- * result on exit (the standard form). btrfs also needs two raw variants, so
- * they are derived from the standard one instead of writing a second table:
- *   raw(seed, data) = ~CRC32C.buf(data, ~seed)
- * because buf() starts from ~argument and returns ~state.
+ * crc32c is computed by `@node-rs/crc32` (the CPU's crc32 instructions,
+ * about six times the speed of a table in JavaScript: it bounds send,
+ * receive and data checks), or by `crc-32/crc32c` where that native
+ * package cannot load. Both take and return the standard form (seed and
+ * result inverted); btrfs also needs two raw variants, derived from it
+ * instead of a second table:
+ *   raw(seed, data) = ~crc(data, ~seed)
+ * because crc() starts from ~argument and returns ~state.
  */
 import CRC32C from 'crc-32/crc32c.js';
+import { createRequire } from 'node:module';
 import { createHash } from 'node:crypto';
 import { blake2b } from '@noble/hashes/blake2.js';
 import xxhashInit from 'xxhash-wasm';
 import { BtrfsError } from './errors.js';
 
+type Crc = (data: Uint8Array, seed: number) => number;
+
+function loadCrc(): Crc {
+  try {
+    const native = (createRequire(import.meta.url)('@node-rs/crc32') as { crc32c: (b: Buffer, s: number) => number }).crc32c;
+    const asBuffer = (d: Uint8Array): Buffer => (Buffer.isBuffer(d) ? d : Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+    const crc: Crc = (d, s) => native(asBuffer(d), s >>> 0);
+    // trust it only if it computes what the table does
+    const probe = Buffer.from('123456789');
+    if (crc(probe, 0) >>> 0 !== 0xe3069283 || crc(probe.subarray(4), crc(probe.subarray(0, 4), 0)) >>> 0 !== 0xe3069283) return CRC32C.buf;
+    return crc;
+  } catch {
+    return CRC32C.buf;
+  }
+}
+
+const crcBuf: Crc = loadCrc();
+
 /** Standard crc32c (seed ~0, final inversion), as an unsigned 32-bit number. */
 export function crc32c(data: Uint8Array): number {
-  return CRC32C.buf(data, 0) >>> 0;
+  return crcBuf(data, 0) >>> 0;
 }
 
 /** crc32c state update from `seed`, without the standard inversions. */
 export function crc32cRaw(seed: number, data: Uint8Array): number {
-  return ~CRC32C.buf(data, ~seed) >>> 0;
+  return ~crcBuf(data, ~seed) >>> 0;
 }
 
 /** The directory name hash: the key offset of DIR_ITEM and XATTR_ITEM. */
