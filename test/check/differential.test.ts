@@ -13,7 +13,7 @@
  * (often rightly: we apply the kernel's tree-checker rules, which btrfs check
  * 6.2 does not all have), never asserted.
  *
- * Budget: TSBTRFS_MUTATIONS (default 300) mutations, and at most
+ * Budget: TSBTRFS_MUTATIONS (default 1500: thousands per CI run, about 40 s) mutations, and at most
  * TSBTRFS_MUTATION_SECONDS (default 60 when TSBTRFS_MUTATIONS is unset,
  * unlimited otherwise). TSBTRFS_SEED fixes the run's seed (printed);
  * TSBTRFS_MUTATION=BASE:SEED replays one mutation and prints both outputs;
@@ -217,7 +217,7 @@ describe('check: differential mutation test against btrfs check', function () {
       console.log(`    ${b!.name}:${s} ${m.kind}: ${m.desc}\n    btrfs check (${theirs.verdict}, exit ${theirs.code}):\n${theirs.output}\n    tsbtrfs: ${ours.kind === 'ok' ? ours.summary.lines.join('\n') || 'clean' : describeOurs(ours)}`);
       return;
     }
-    const count = Number(process.env.TSBTRFS_MUTATIONS ?? 300);
+    const count = Number(process.env.TSBTRFS_MUTATIONS ?? 1500);
     const seconds = Number(process.env.TSBTRFS_MUTATION_SECONDS ?? (process.env.TSBTRFS_MUTATIONS ? Infinity : 60));
     const runSeed = testSeed();
     const log = process.env.TSBTRFS_MUTATION_LOG;
