@@ -42,20 +42,38 @@ export async function inheritFrom(txn: Transaction, tree: bigint, dir: bigint, m
   const xattrs: [Buffer, Buffer][] = [];
   if (type === S_IFLNK) return { mode, xattrs };
   let out = mode & ~umask;
-  const dflt = (await findXattr(txn, tree, dir, ACL_DEFAULT))?.data;
-  // a header-only ACL reads back as no ACL at all
-  if (dflt && dflt.length > 4) {
+  const dflt = usableAcl((await findXattr(txn, tree, dir, ACL_DEFAULT))?.data);
+  if (dflt) {
     const masked = maskAcl(dflt, mode);
     out = masked.mode;
-    if (masked.extended) xattrs.push([ACL_ACCESS, masked.acl]);
+    if (aclExtended(dflt)) xattrs.push([ACL_ACCESS, masked.acl]);
     if (type === S_IFDIR) xattrs.push([ACL_DEFAULT, Buffer.from(dflt)]);
   }
   if (type === S_IFREG || type === S_IFDIR) {
-    const v = (await findXattr(txn, tree, dir, COMPRESSION))?.data;
-    const alg = v && /^(zlib|lzo|zstd)/.exec(v.toString('latin1'))?.[1];
-    if (alg) xattrs.push([COMPRESSION, Buffer.from(alg, 'latin1')]);
+    const alg = inheritedCompression((await findXattr(txn, tree, dir, COMPRESSION))?.data);
+    if (alg) xattrs.push([COMPRESSION, alg]);
   }
   return { mode: out, xattrs };
+}
+
+/** The btrfs.compression value a child inherits: the algorithm without level; "no"/"none" pass nothing on. */
+export function inheritedCompression(v: Buffer | undefined): Buffer | undefined {
+  const m = v && /^(zlib|lzo|zstd)/.exec(v.toString('latin1'));
+  return m ? Buffer.from(m[1]!, 'latin1') : undefined;
+}
+
+/** A stored ACL that means one: a header-only ACL reads back as no ACL at all. */
+export function usableAcl(v: Buffer | undefined): Buffer | undefined {
+  return v && v.length > 4 ? v : undefined;
+}
+
+/** Whether an ACL says more than mode bits can (named users or groups, a mask): then a child gets an access ACL. */
+export function aclExtended(acl: Buffer): boolean {
+  for (let off = 4; off + 8 <= acl.length; off += 8) {
+    const tag = acl.readUInt16LE(off);
+    if (tag === ACL_TAG.USER || tag === ACL_TAG.GROUP || tag === ACL_TAG.MASK) return true;
+  }
+  return false;
 }
 
 /** Gives inode `ino` what inheritFrom found. */
@@ -67,15 +85,14 @@ export async function applyInheritance(txn: Transaction, tree: bigint, ino: bigi
  * The default ACL `acl` applied to a new inode of `mode`: each class's
  * permissions are what both the ACL and the requested mode allow, and the
  * mode's group bits follow the mask entry when there is one (else the
- * owning group's). `extended` when the ACL holds more than the mode can.
+ * owning group's).
  */
-function maskAcl(acl: Buffer, mode: number): { mode: number; acl: Buffer; extended: boolean } {
+function maskAcl(acl: Buffer, mode: number): { mode: number; acl: Buffer } {
   if ((acl.length - 4) % 8 !== 0 || acl.readUInt32LE(0) !== ACL_VERSION) {
     throw new BtrfsError('EIO', `a default ACL of ${acl.length} bytes is not a version ${ACL_VERSION} POSIX ACL`);
   }
   const out = Buffer.from(acl);
   let bits = mode & 0o777;
-  let extended = false;
   let groupObj = -1;
   let mask = -1;
   for (let off = 4; off < out.length; off += 8) {
@@ -95,9 +112,9 @@ function maskAcl(acl: Buffer, mode: number): { mode: number; acl: Buffer; extend
         break;
       }
       case ACL_TAG.USER:
-      case ACL_TAG.GROUP: extended = true; break;
+      case ACL_TAG.GROUP: break;
       case ACL_TAG.GROUP_OBJ: groupObj = off; break;
-      case ACL_TAG.MASK: mask = off; extended = true; break;
+      case ACL_TAG.MASK: mask = off; break;
       default: throw new BtrfsError('EIO', `a default ACL entry has the unknown tag ${tag}`);
     }
   }
@@ -106,5 +123,5 @@ function maskAcl(acl: Buffer, mode: number): { mode: number; acl: Buffer; extend
   const p = out.readUInt16LE(g + 2) & (((bits >> 3) & 7) | ~7);
   out.writeUInt16LE(p & 0xffff, g + 2);
   bits &= ((p & 7) << 3) | ~0o070;
-  return { mode: (mode & ~0o777) | (bits & 0o777), acl: out, extended };
+  return { mode: (mode & ~0o777) | (bits & 0o777), acl: out };
 }

@@ -46,6 +46,7 @@ import { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK,
 import { SEND_CMD } from '../format/send-stream.js';
 import { joinPath, type Link, type TreeView } from './inodes.js';
 import type { StreamWriter } from './stream-writer.js';
+import { aclExtended, inheritedCompression, usableAcl } from '../fs/inherit.js';
 
 /** The part of an inode item the planner needs. */
 export interface InodeVersion {
@@ -95,21 +96,6 @@ interface Inheritable { compression?: Buffer; defaultAcl?: Buffer }
 const XATTR_COMPRESSION = Buffer.from('btrfs.compression');
 const XATTR_ACL_ACCESS = Buffer.from('system.posix_acl_access');
 const XATTR_ACL_DEFAULT = Buffer.from('system.posix_acl_default');
-
-/** The property value a child inherits: the algorithm without level; "no"/"none" are not inherited. */
-function inheritedCompression(v: Buffer | undefined): Buffer | undefined {
-  const m = v && /^(zlib|lzo|zstd)/.exec(v.toString('latin1'));
-  return m ? Buffer.from(m[1]!) : undefined;
-}
-
-/** Whether a POSIX ACL has entries beyond the owner/group/other bits (ACL_USER, ACL_GROUP, ACL_MASK): then a child gets an access ACL. */
-function aclExtended(acl: Buffer): boolean {
-  for (let off = 4; off + 8 <= acl.length; off += 8) {
-    const tag = acl.readUInt16LE(off);
-    if (tag === 0x02 || tag === 0x08 || tag === 0x10) return true;
-  }
-  return false;
-}
 
 const ROOT: NodeId = String(ROOT_DIR_INO);
 
@@ -292,7 +278,7 @@ export class NamespacePlanner {
     if (dir.side !== 'new' && this.old) {
       const c = inheritedCompression(await this.old.xattr(dir.ino, XATTR_COMPRESSION));
       if (c) out.compression = c;
-      const acl = await this.old.xattr(dir.ino, XATTR_ACL_DEFAULT);
+      const acl = usableAcl(await this.old.xattr(dir.ino, XATTR_ACL_DEFAULT));
       if (acl) out.defaultAcl = acl;
     }
     this.inheritable.set(dir.id, out);
