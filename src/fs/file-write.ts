@@ -37,9 +37,9 @@ import {
 export type { FileCtx } from './file-extents.js';
 
 /** The kernel's default max_inline mount option. */
-const MAX_INLINE = 2048;
+export const MAX_INLINE = 2048;
 /** PATH_MAX less the terminating NUL: the longest symlink target Linux takes. */
-const MAX_SYMLINK = 4095;
+export const MAX_SYMLINK = 4095;
 /** Bytes handed to one writeData call (bounds the memory of composed pieces). */
 const WRITE_PIECE = 8 * 1024 * 1024;
 /** The streaming writer's buffer, and the size below which a stream is one write. */

@@ -34,8 +34,11 @@ import type { FsWriter } from '../transaction/writer.js';
 import { kernelRdev, type WritableFilesystem } from './writable.js';
 import type { Stats } from './stats.js';
 import { TxView } from './tx-view.js';
-import { writeFileData, truncateFileData, type FileCtx } from './file-write.js';
-import { Counters, LINK_MAX, readInode, writeInode, findEntry, ftOf, appendDirItem, addInodeRef, maxXattrBytes } from './namespace.js';
+import { writeFileData, truncateFileData, MAX_INLINE, MAX_SYMLINK, type FileCtx } from './file-write.js';
+import { asBuffer } from '../util/bytes.js';
+import { roundUp } from './file-extents.js';
+import { Counters, LINK_MAX, readInode, writeInode, findEntry, ftOf, appendDirItem, addInodeRef } from './namespace.js';
+import { xattrNamespace, checkXattrTarget, checkXattrValue } from './xattr-rules.js';
 import { HostReader, type ReaderRoot, type ReaderPart, type ReaderMessage } from './import-reader.js';
 
 export interface ImportProgress { files: number; bytes: number; totalFiles?: number; totalBytes?: number }
@@ -213,9 +216,6 @@ const SMALL_MAX = 1 << 20;
 /** data the reader may have sent ahead and not yet consumed (KiB) */
 const READ_BUDGET_KIB = 16 * 1024;
 const COMMIT_BLOCKS = 512;
-/** The kernel's default max_inline (as file-write.ts). */
-const MAX_INLINE = 2048;
-const MAX_SYMLINK = 4095;
 
 interface DirTarget {
   tree: bigint;
@@ -240,15 +240,7 @@ interface LinkTarget { tree: bigint; ino: bigint; ft: number; path: string }
 /** The host metadata cp -a gives a directory (what Importer.metadata needs of a stat). */
 interface HostMeta { uid: number | bigint; gid: number | bigint; mode: number | bigint; atimeNs: bigint; mtimeNs: bigint }
 
-function u8(b: Uint8Array): Buffer {
-  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-}
 
-function roundUpTo(n: number, a: number): number {
-  return Math.ceil(n / a) * a;
-}
-
-const XATTR_NS = /^(user|trusted|security|system|btrfs)\./;
 
 class FastImporter {
   private readonly counters = new Counters();
@@ -315,8 +307,8 @@ class FastImporter {
     const items: ItemToInsert[] = [];
     const dirItems = new Map<bigint, DirItem[]>();
     const later: (() => Promise<void>)[] = [];
-    const data = m.data && u8(m.data);
-    const csums = m.csums && u8(m.csums);
+    const data = m.data && asBuffer(m.data);
+    const csums = m.csums && asBuffer(m.csums);
     const { sec, csumSize: cs } = this;
     // a run of small files' data, contiguous both in `data` and on disk: one write
     let run: { bytenr: bigint; at: number; len: number; chunkEnd: bigint } | undefined;
@@ -392,14 +384,14 @@ class FastImporter {
       } else if (type === S_IFREG && e.sparse) {
         later.push(() => this.sparse(t, tree, ino, item, src, e.size));
       } else if (type === S_IFREG && e.inline) {
-        const bytes = u8(e.inline);
+        const bytes = asBuffer(e.inline);
         if (bytes.length > 0) {
           items.push({ key: key(ino, KEY.EXTENT_DATA, 0n), data: this.inlineExtent(gen, bytes) });
           item.size = BigInt(bytes.length);
           item.nbytes = BigInt(bytes.length);
         }
       } else if (type === S_IFREG && e.at !== undefined) {
-        const padded = roundUpTo(e.size, sec);
+        const padded = roundUp(e.size, sec);
         for (let done = 0; done < padded;) {
           const ext = await t.allocData(padded - done);
           const at = e.at + done;
@@ -418,7 +410,7 @@ class FastImporter {
       } else if (type === S_IFREG && e.big) {
         await this.big(reader, t, tree, ino, item, e.size, items);
       } else if (type === S_IFLNK && e.target) {
-        const target = u8(e.target);
+        const target = asBuffer(e.target);
         const max = Math.min(MAX_SYMLINK, maxItemSize(t.nodesize) - FILE_EXTENT_INLINE_DATA_START);
         if (target.length === 0) throw new BtrfsError('ENOENT', 'empty symlink target', { syscall: 'symlink', path: dst });
         if (target.length > max) throw new BtrfsError('ENAMETOOLONG', `symlink target of ${target.length} bytes (at most ${max})`, { syscall: 'symlink', path: dst });
@@ -513,11 +505,11 @@ class FastImporter {
     for (;;) {
       const c = await reader.next();
       if (c.type !== 'chunk') throw readerError(c);
-      const data = u8(c.data);
-      const sums = u8(c.csums);
+      const data = asBuffer(c.data);
+      const sums = asBuffer(c.csums);
       for (let off = 0; off < data.length;) {
         if (!cur) {
-          const left = roundUpTo(hint, sec) - fileOff;
+          const left = roundUp(hint, sec) - fileOff;
           const want = Math.min(MAX_DATA_EXTENT, Math.max(left, data.length - off));
           const got = await t.allocData(want);
           cur = { bytenr: got.bytenr, len: got.len, start: fileOff, written: 0 };
@@ -557,16 +549,10 @@ class FastImporter {
     const syscall = 'lsetxattr';
     for (const [n, raw] of xattrs) {
       const nb = Buffer.from(n, 'utf8');
-      const v = u8(raw);
-      if (nb.length === 0 || nb.length > NAME_LEN) throw new BtrfsError('ERANGE', 'bad xattr name length', { syscall, path: dst });
-      const nsName = XATTR_NS.exec(n)?.[1];
-      const acl = n === 'system.posix_acl_access' || n === 'system.posix_acl_default';
-      if (!nsName || (nsName === 'system' && !acl)) throw new BtrfsError('EOPNOTSUPP', `unsupported xattr namespace in '${n}'`, { syscall, path: dst });
-      if (nb.length === nsName.length + 1) throw new BtrfsError('EINVAL', 'empty xattr name', { syscall, path: dst });
-      if (nsName === 'btrfs' && n !== 'btrfs.compression') throw new BtrfsError('EINVAL', `unknown btrfs property '${n}'`, { syscall, path: dst });
-      if (nsName === 'user' && type !== S_IFREG && type !== S_IFDIR) throw new BtrfsError('EPERM', 'user xattrs only on files and directories', { syscall, path: dst });
-      if (v.length > 65536) throw new BtrfsError('E2BIG', 'xattr value over 64 KiB', { syscall, path: dst });
-      if (nb.length + v.length > maxXattrBytes(this.w.info.nodesize)) throw new BtrfsError('ENOSPC', 'xattr too large for a tree leaf', { syscall, path: dst });
+      const v = asBuffer(raw);
+      const where = { syscall, path: dst };
+      checkXattrTarget(xattrNamespace(n, nb, where), type, where);
+      checkXattrValue(nb, v, this.w.info.nodesize, where);
       const h = nameHash(nb);
       const de: DirItem = { location: { objectid: 0n, type: 0, offset: 0n }, transid: gen, type: FT.XATTR, name: nb, data: Buffer.from(v) };
       const list = byHash.get(h);

@@ -38,10 +38,11 @@ import { writeFileData, fileWriter, truncateFileData, writeSymlinkTarget } from 
 import { dropLink, renameEntry } from './link-ops.js';
 import { cloneRange } from './clone-range.js';
 import { inheritFrom, applyInheritance } from './inherit.js';
+import { xattrNamespace, checkXattrTarget, checkXattrValue } from './xattr-rules.js';
 import type { FileCtx } from './file-extents.js';
 import {
   Counters, LINK_MAX, addLink, removeLink, readInode, writeInode, newInode, findEntry, ftOf, parentOf,
-  deleteInodeItems, findXattr, setXattr as putXattr, removeXattr as dropXattr, maxXattrBytes,
+  deleteInodeItems, findXattr, setXattr as putXattr, removeXattr as dropXattr,
 } from './namespace.js';
 
 export type TimeInput = Timespec | Date | number | bigint;
@@ -518,18 +519,10 @@ export class WritableFilesystem {
   private xattr(syscall: string, path: string, follow: boolean, name: string, fn: (t: Transaction, tree: bigint, ino: bigint, nb: Buffer) => Promise<void>): Promise<void> {
     return this.run(syscall, path, async (t) => {
       const nb = Buffer.from(name, 'utf8');
-      if (nb.length === 0 || nb.length > NAME_LEN) throw new BtrfsError('ERANGE', 'bad xattr name length', { syscall, path });
-      const ns = /^(user|trusted|security|system|btrfs)\./.exec(name)?.[1];
-      // what the kernel's xattr handlers accept; of system.* only POSIX ACLs,
-      // stored in the kernel's own xattr format (which getfacl and cp -a hand over)
-      const acl = name === 'system.posix_acl_access' || name === 'system.posix_acl_default';
-      if (!ns || (ns === 'system' && !acl)) throw new BtrfsError('EOPNOTSUPP', `unsupported xattr namespace in '${name}'`, { syscall, path });
-      if (nb.length === ns.length + 1) throw new BtrfsError('EINVAL', 'empty xattr name', { syscall, path });
-      if (ns === 'btrfs' && name !== 'btrfs.compression') throw new BtrfsError('EINVAL', `unknown btrfs property '${name}'`, { syscall, path });
+      const ns = xattrNamespace(name, nb, { syscall, path });
       const r = await new TxView(t).resolve(path, follow);
       if (r.placeholder) throw new BtrfsError('EPERM', 'a subvolume placeholder', { syscall, path });
-      const ty = r.item.mode & S_IFMT;
-      if (ns === 'user' && ty !== S_IFREG && ty !== S_IFDIR) throw new BtrfsError('EPERM', 'user xattrs only on files and directories', { syscall, path });
+      checkXattrTarget(ns, r.item.mode & S_IFMT, { syscall, path });
       await fn(t, r.subvol, r.ino, nb);
       const item = await readInode(t, r.subvol, r.ino);
       item.ctime = this.now();
@@ -543,8 +536,7 @@ export class WritableFilesystem {
   private doSetxattr(syscall: string, path: string, follow: boolean, name: string, value: Uint8Array | string): Promise<void> {
     const v = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     return this.xattr(syscall, path, follow, name, async (t, tree, ino, nb) => {
-      if (v.length > 65536) throw new BtrfsError('E2BIG', 'xattr value over 64 KiB', { syscall, path });
-      if (nb.length + v.length > maxXattrBytes(t.nodesize)) throw new BtrfsError('ENOSPC', 'xattr too large for a tree leaf', { syscall, path });
+      checkXattrValue(nb, v, t.nodesize, { syscall, path });
       await putXattr(t, tree, ino, nb, v);
     });
   }

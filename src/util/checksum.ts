@@ -16,13 +16,13 @@ import { createHash } from 'node:crypto';
 import { blake2b } from '@noble/hashes/blake2.js';
 import xxhashInit from 'xxhash-wasm';
 import { BtrfsError } from './errors.js';
+import { asBuffer } from './bytes.js';
 
 type Crc = (data: Uint8Array, seed: number) => number;
 
 function loadCrc(): Crc {
   try {
     const native = (createRequire(import.meta.url)('@node-rs/crc32') as { crc32c: (b: Buffer, s: number) => number }).crc32c;
-    const asBuffer = (d: Uint8Array): Buffer => (Buffer.isBuffer(d) ? d : Buffer.from(d.buffer, d.byteOffset, d.byteLength));
     const crc: Crc = (d, s) => native(asBuffer(d), s >>> 0);
     // trust it only if it computes what the table does
     const probe = Buffer.from('123456789');
