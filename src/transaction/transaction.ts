@@ -450,10 +450,17 @@ export class Transaction implements TreeStore, TreeItems {
       await info.device.write(Number(c.physical), data);
     }
     if (opts.csum === false) return;
-    const cs = info.csumSize;
+    const csums = this.sectorCsums(data);
+    await this.guard(() => insertCsums(this, this.geometry, bytenr, csums));
+  }
+
+  /** One checksum per sector of `data`, as the csum tree holds them. */
+  private sectorCsums(data: Buffer): Buffer {
+    const sec = this.sectorsize;
+    const cs = this.host.info.csumSize;
     const csums = Buffer.alloc((data.length / sec) * cs);
     for (let i = 0, o = 0; i < data.length; i += sec, o += cs) checksum(this.csumType, data.subarray(i, i + sec)).copy(csums, o, 0, cs);
-    await this.guard(() => insertCsums(this, this.geometry, bytenr, csums));
+    return csums;
   }
 
   /**
@@ -473,6 +480,8 @@ export class Transaction implements TreeStore, TreeItems {
     if (this.poisoned) throw new BtrfsError('EIO', 'transaction aborted by an earlier error; abort and reopen', { cause: this.poisoned });
     this.checkWrites();
     const info = this.host.info;
+    const n = data.length / sec;
+    if (csums && csums.length !== n * info.csumSize) throw new BtrfsError('EINVAL', `${csums.length} bytes of checksums for ${n} sectors`);
     for (const c of info.chunks.map(bytenr, data.length)) {
       if (c.devid !== info.sb.dev_item.devid) throw new BtrfsError('ENOTSUP', `logical ${bytenr} lives on device ${c.devid}`);
       const job = info.device.write(Number(c.physical), data).then(
@@ -482,14 +491,7 @@ export class Transaction implements TreeStore, TreeItems {
       this.inflight.add(job);
       this.inflightBytes += data.length;
     }
-    const cs = info.csumSize;
-    const n = data.length / sec;
-    if (csums && csums.length !== n * cs) throw new BtrfsError('EINVAL', `${csums.length} bytes of checksums for ${n} sectors`);
-    let sums = csums;
-    if (!sums) {
-      sums = Buffer.alloc(n * cs);
-      for (let i = 0, o = 0; i < data.length; i += sec, o += cs) checksum(this.csumType, data.subarray(i, i + sec)).copy(sums, o, 0, cs);
-    }
+    const sums = csums ?? this.sectorCsums(data);
     await this.guard(() => insertCsums(this, this.geometry, bytenr, sums));
     while (this.inflightBytes > WRITE_BEHIND_BYTES && this.inflight.size > 0) await Promise.race(this.inflight);
     this.checkWrites();
