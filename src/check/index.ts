@@ -54,9 +54,9 @@ export interface CheckOptions {
    */
   incremental?: boolean;
   /**
-   * when `image` is a path and its subvolumes are big, check them in a
-   * worker thread while the rest is checked; same findings. Default: only
-   * with at least PARALLEL_FROM_CORES cores (see there).
+   * when `image` is a path, check the subvolumes in a worker thread while
+   * the rest is checked; same findings. Default: when there are at least
+   * PARALLEL_FROM_CORES cores and PARALLEL_FROM_BYTES of subvolume metadata.
    */
   parallel?: boolean;
 }
@@ -141,7 +141,7 @@ export async function checkImage(image: BlockDevice | string, opts: CheckOptions
     await phase('checking root items', () => loadRoots(ctx));
     // With cores to spare, a big filesystem's fs trees are checked in a worker meanwhile (see inode-worker.ts).
     let worker: Promise<InodeResults> | undefined;
-    if (typeof image === 'string' && (opts.parallel ?? availableParallelism() >= PARALLEL_FROM_CORES) && fsTreeBytes(ctx) >= PARALLEL_FROM_BYTES) {
+    if (typeof image === 'string' && (opts.parallel ?? (availableParallelism() >= PARALLEL_FROM_CORES && fsTreeBytes(ctx) >= PARALLEL_FROM_BYTES))) {
       worker = inodesInWorker(image, ctx.roots, opts.incremental ?? true, (detail, within) => {
         if (current[0] === 'checking fs roots') inPhase(detail, within);
       });
