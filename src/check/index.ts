@@ -54,6 +54,12 @@ export interface CheckOptions {
    */
   incremental?: boolean;
   /**
+   * screen each fs tree by fingerprints of its names first, and check name
+   * by name only the trees the screen does not pass (default true); false
+   * checks every tree name by name, with the same findings, slower
+   */
+  screen?: boolean;
+  /**
    * when `image` is a path, check the subvolumes in a worker thread while
    * the rest is checked; same findings. Default: when there are at least
    * PARALLEL_FROM_CORES cores and PARALLEL_FROM_BYTES of subvolume metadata.
@@ -142,7 +148,7 @@ export async function checkImage(image: BlockDevice | string, opts: CheckOptions
     // With cores to spare, a big filesystem's fs trees are checked in a worker meanwhile (see inode-worker.ts).
     let worker: Promise<InodeResults> | undefined;
     if (typeof image === 'string' && (opts.parallel ?? (availableParallelism() >= PARALLEL_FROM_CORES && fsTreeBytes(ctx) >= PARALLEL_FROM_BYTES))) {
-      worker = inodesInWorker(image, ctx.roots, opts.incremental ?? true, (detail, within) => {
+      worker = inodesInWorker(image, ctx.roots, { incremental: opts.incremental, screen: opts.screen }, (detail, within) => {
         if (current[0] === 'checking fs roots') inPhase(detail, within);
       });
       worker.catch(() => undefined);
@@ -158,13 +164,14 @@ export async function checkImage(image: BlockDevice | string, opts: CheckOptions
     const subvolEntries: SubvolEntry[] = [];
     await phase('checking fs roots', async () => {
       const r = worker && await worker.catch(() => undefined);
-      if (!r) return checkInodes(ctx, (e) => subvolEntries.push(e), { incremental: opts.incremental });
+      if (!r) return checkInodes(ctx, (e) => subvolEntries.push(e), { incremental: opts.incremental, screen: opts.screen });
       for (const f of r.findings) {
         const where = { tree: f.tree, block: f.block, key: f.key, inode: f.inode };
         if (f.severity === 'error') report.error(f.code, f.message, where); else report.warning(f.code, f.message, where);
       }
       report.dropped += r.dropped;
       report.stats.inodes += r.inodes;
+      report.stats.screenedTrees += r.screened;
       // Buffers arrive from the worker as plain byte arrays.
       for (const e of r.subvol) subvolEntries.push({ ...e, name: Buffer.from(e.name) });
       judgePrealloc(ctx, r.prealloc, new Set(r.written));

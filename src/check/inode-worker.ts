@@ -15,7 +15,7 @@ import { BtrfsError } from '../util/errors.js';
 import { CoalescingDevice } from './coalescing-device.js';
 import type { CheckContext, RootRecord } from './context.js';
 import { loadCsums } from './csums.js';
-import { inodePass, type PreallocCsum, type SubvolEntry } from './inodes.js';
+import { inodePass, type InodeOptions, type PreallocCsum, type SubvolEntry } from './inodes.js';
 import { Reporter, type Finding } from './report.js';
 import type { U64 } from './u64.js';
 
@@ -27,9 +27,10 @@ export interface InodeResults {
   prealloc: PreallocCsum[];
   written: U64[];
   inodes: number;
+  screened: number;
 }
 
-interface Job { kind: 'tsbtrfs-check-inodes'; image: string; roots: RootRecord[]; incremental: boolean }
+interface Job { kind: 'tsbtrfs-check-inodes'; image: string; roots: RootRecord[]; opts: InodeOptions }
 type Message = { progress: [string, number] } | { done: InodeResults } | { failed: string };
 
 async function work(job: Job, post: (m: Message) => void): Promise<void> {
@@ -50,8 +51,8 @@ async function work(job: Job, post: (m: Message) => void): Promise<void> {
     }
     const ctx: CheckContext = { ...base, report, csums: csumCtx.csums, onProgress: (detail, within) => post({ progress: [detail, within] }) };
     const subvol: SubvolEntry[] = [];
-    const r = await inodePass(ctx, (e) => subvol.push(e), { incremental: job.incremental });
-    post({ done: { findings: report.findings, dropped: report.dropped, subvol, prealloc: r.prealloc, written: [...r.written], inodes: report.stats.inodes } });
+    const r = await inodePass(ctx, (e) => subvol.push(e), job.opts);
+    post({ done: { findings: report.findings, dropped: report.dropped, subvol, prealloc: r.prealloc, written: [...r.written], inodes: report.stats.inodes, screened: report.stats.screenedTrees } });
   } finally {
     await device.close();
   }
@@ -66,9 +67,9 @@ if (!isMainThread && parentPort && (workerData as Job | undefined)?.kind === 'ts
  * Starts the fs-tree pass on `image` in a worker. The promise rejects if the
  * worker fails in any way (the caller then runs the pass itself).
  */
-export function inodesInWorker(image: string, roots: RootRecord[], incremental: boolean, onProgress?: (detail: string, within: number) => void): Promise<InodeResults> {
+export function inodesInWorker(image: string, roots: RootRecord[], opts: InodeOptions, onProgress?: (detail: string, within: number) => void): Promise<InodeResults> {
   return new Promise((resolve, reject) => {
-    const job: Job = { kind: 'tsbtrfs-check-inodes', image, roots, incremental };
+    const job: Job = { kind: 'tsbtrfs-check-inodes', image, roots, opts };
     const w = new Worker(fileURLToPath(import.meta.url), { workerData: job });
     let settled = false;
     const end = (f: () => void) => {

@@ -28,6 +28,8 @@ export interface CheckStats {
   extentItems: number;
   dataExtents: number;
   inodes: number;
+  /** fs trees the screen found sound (their names were compared by fingerprint, not one by one) */
+  screenedTrees: number;
   blockGroups: number;
   bytesChecked: number;
 }
@@ -54,7 +56,7 @@ export class Reporter {
   errors = 0;
   warnings = 0;
   dropped = 0;
-  readonly stats: CheckStats = { treeBlocks: 0, trees: 0, extentItems: 0, dataExtents: 0, inodes: 0, blockGroups: 0, bytesChecked: 0 };
+  readonly stats: CheckStats = { treeBlocks: 0, trees: 0, extentItems: 0, dataExtents: 0, inodes: 0, screenedTrees: 0, blockGroups: 0, bytesChecked: 0 };
 
   error(code: string, message: string, where: FindingWhere = {}): void {
     this.errors++;

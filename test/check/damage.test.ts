@@ -7,12 +7,13 @@
 import { expect } from 'chai';
 import { FileDevice } from '../../src/device/file-device.js';
 import { FsInfo } from '../../src/tree/fs-info.js';
-import { iterItems, type TreeItem } from '../../src/tree/search.js';
-import { FEATURE_INCOMPAT, INODE_FLAG, KEY, OBJ, S_IFLNK, S_IFMT, S_IFREG, HEADER_SIZE, SUPER_INFO_SIZE, SUPER_MIRROR_OFFSETS } from '../../src/format/constants.js';
+import type { TreeItem } from '../../src/tree/search.js';
+import { FEATURE_INCOMPAT, INODE_FLAG, KEY, OBJ, S_IFLNK, S_IFMT, S_IFREG, SUPER_INFO_SIZE, SUPER_MIRROR_OFFSETS } from '../../src/format/constants.js';
 import { checksum } from '../../src/util/checksum.js';
 import { checkImage, formatFinding, type CheckReport } from '../../src/check/index.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { OverlayDevice } from '../helpers/overlay-device.js';
+import { withDamagedItem } from '../helpers/damage.js';
 
 const FIXTURE = 'filetypes-links-modes-times';
 
@@ -22,25 +23,8 @@ async function damage(tree: bigint, pick: (it: TreeItem) => boolean, edit: (data
 }
 
 /** Like damage, with the whole block (header included) to edit as well as the item's bytes. */
-async function damageBlock(tree: bigint, pick: (it: TreeItem) => boolean, edit: (block: Buffer, data: Buffer) => void): Promise<CheckReport> {
-  const base = await FileDevice.open(await fixturePath(FIXTURE), { readOnly: true });
-  try {
-    const info = await FsInfo.open(base);
-    const root = await info.rootOf(tree);
-    let hit: TreeItem | undefined;
-    for await (const it of iterItems(info.reader, root)) if (pick(it)) { hit = it; break; }
-    expect(hit, 'an item to damage').to.not.equal(undefined);
-    const buf = Buffer.from(hit!.block.buf);
-    const item = hit!.block.items[hit!.slot]!;
-    const data = buf.subarray(HEADER_SIZE + item.offset, HEADER_SIZE + item.offset + item.size);
-    edit(buf, data);
-    checksum(info.csumType, buf.subarray(32)).copy(buf, 0);
-    const dev = new OverlayDevice(base);
-    for (const c of info.chunks.map(hit!.block.bytenr, info.nodesize)) dev.patch(Number(c.physical), buf);
-    return await checkImage(dev);
-  } finally {
-    await base.close();
-  }
+function damageBlock(tree: bigint, pick: (it: TreeItem) => boolean, edit: (block: Buffer, data: Buffer) => void): Promise<CheckReport> {
+  return withDamagedItem(FIXTURE, tree, pick, edit, (dev) => checkImage(dev));
 }
 
 /** Checks the fixture with its primary superblock edited (checksum recomputed). */
