@@ -1,7 +1,10 @@
 /** Shared CLI plumbing: opening images, error reporting, output. */
-import { Filesystem, BtrfsError } from '../index.js';
+// Only the error type at load time: `check` uses this module and loads nothing else of the library.
+import { BtrfsError } from '../util/errors.js';
+import type { Filesystem } from '../fs/filesystem.js';
 
 export async function withImage<T>(image: string, fn: (fs: Filesystem) => Promise<T>): Promise<T> {
+  const { Filesystem } = await import('../fs/filesystem.js');
   const fs = await Filesystem.open(image, { readOnly: true });
   if (fs.info.logRoot) {
     process.stderr.write('tsbtrfs: warning: the image has an unreplayed log tree (changes fsynced after its last commit); ' +
