@@ -47,6 +47,20 @@ export class CoalescingDevice implements BlockDevice {
       }
       const group = q.slice(i, j);
       const start = group[0]!.offset;
+      if (this.base.readSync) {
+        let buf: Buffer | undefined;
+        try {
+          buf = this.base.readSync(start, end - start);
+        } catch {
+          // One bad range should not fail its neighbours: each is read alone, and fails alone.
+          for (const w of group) {
+            try { w.resolve(this.base.readSync(w.offset, w.length)); } catch (e) { w.reject(e); }
+          }
+        }
+        if (buf) for (const w of group) w.resolve(buf.subarray(w.offset - start, w.offset - start + w.length));
+        i = j;
+        continue;
+      }
       // The base device checks bounds and arguments; its error goes to every reader of the run.
       this.base.read(start, end - start).then(
         (buf) => { for (const w of group) w.resolve(buf.subarray(w.offset - start, w.offset - start + w.length)); },

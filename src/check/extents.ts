@@ -11,8 +11,11 @@ import { BLOCK_GROUP, BLOCK_GROUP_PROFILE_MASK, BLOCK_GROUP_TYPE_MASK, EXTENT_FL
 import { decodeExtentDataRef, decodeSharedDataRef } from '../format/items/extent-ref.js';
 import { decodeBlockGroupItem } from '../format/items/block-group-item.js';
 import type { RootLocation } from '../tree/search.js';
-import { forEachItem } from './walk.js';
+import { forEachItem, forEachLeaf } from './walk.js';
+import { HEADER_SIZE, ITEM_SIZE } from '../format/constants.js';
+import type { TreeBlock } from '../format/tree-block.js';
 import type { BlockGroupRecord, CheckContext, ExtentRecord, RecordedRef } from './context.js';
+import { fromBig, readBig, toBig } from './u64.js';
 
 export function rootLocation(ctx: CheckContext, objectid: bigint): RootLocation | undefined {
   const r = ctx.roots.find((x) => x.objectid === objectid);
@@ -46,36 +49,37 @@ function tally(refs: RecordedRef[]): Map<string, { n: number; ref: RecordedRef }
  * short or an inline ref is of an unknown type or overruns the item.
  * EXTENT_OWNER_REF (simple quotas) names an owner, not a reference: skipped.
  */
-function parseExtentItem(d: Buffer, skinny: boolean): { refs: bigint; generation: bigint; flags: bigint; level?: number; recorded: RecordedRef[]; ownerRef: boolean } | undefined {
-  if (d.length < 24) return undefined;
-  const flags = d.readBigUInt64LE(16);
-  let off = 24;
+function parseExtentItem(d: Buffer, at: number, len: number, skinny: boolean): { refs: bigint; generation: bigint; flags: bigint; level?: number; recorded: RecordedRef[]; ownerRef: boolean } | undefined {
+  if (len < 24) return undefined;
+  const end = at + len;
+  const flags = readBig(d, at + 16);
+  let off = at + 24;
   let level: number | undefined;
   if ((flags & EXTENT_FLAG.TREE_BLOCK) !== 0n && !skinny) {
-    if (off + 18 > d.length) return undefined;
+    if (off + 18 > end) return undefined;
     level = d[off + 17];
     off += 18;
   }
   const recorded: RecordedRef[] = [];
   let ownerRef = false;
-  while (off < d.length) {
+  while (off < end) {
     const type = d[off]!;
     const size = type === KEY.EXTENT_DATA_REF ? 29 : type === KEY.SHARED_DATA_REF ? 13
       : type === KEY.TREE_BLOCK_REF || type === KEY.SHARED_BLOCK_REF || type === KEY.EXTENT_OWNER_REF ? 9 : 0;
-    if (size === 0 || off + size > d.length) return undefined;
+    if (size === 0 || off + size > end) return undefined;
     switch (type) {
-      case KEY.TREE_BLOCK_REF: recorded.push({ kind: 'tree', root: d.readBigUInt64LE(off + 1) }); break;
-      case KEY.SHARED_BLOCK_REF: recorded.push({ kind: 'shared-block', parent: d.readBigUInt64LE(off + 1) }); break;
+      case KEY.TREE_BLOCK_REF: recorded.push({ kind: 'tree', root: readBig(d, off + 1) }); break;
+      case KEY.SHARED_BLOCK_REF: recorded.push({ kind: 'shared-block', parent: readBig(d, off + 1) }); break;
       case KEY.EXTENT_DATA_REF:
-        recorded.push({ kind: 'data', root: d.readBigUInt64LE(off + 1), objectid: d.readBigUInt64LE(off + 9), offset: d.readBigUInt64LE(off + 17), count: d.readUInt32LE(off + 25) });
+        recorded.push({ kind: 'data', root: readBig(d, off + 1), objectid: readBig(d, off + 9), offset: readBig(d, off + 17), count: d.readUInt32LE(off + 25) });
         break;
-      case KEY.SHARED_DATA_REF: recorded.push({ kind: 'shared-data', parent: d.readBigUInt64LE(off + 1), count: d.readUInt32LE(off + 9) }); break;
+      case KEY.SHARED_DATA_REF: recorded.push({ kind: 'shared-data', parent: readBig(d, off + 1), count: d.readUInt32LE(off + 9) }); break;
       case KEY.EXTENT_OWNER_REF: ownerRef = true; break;
       default: break;
     }
     off += size;
   }
-  return { refs: d.readBigUInt64LE(0), generation: d.readBigUInt64LE(8), flags, level, recorded, ownerRef };
+  return { refs: readBig(d, at), generation: readBig(d, at + 8), flags, level, recorded, ownerRef };
 }
 
 export async function loadExtentTree(ctx: CheckContext): Promise<void> {
@@ -87,6 +91,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
     return;
   }
   const sectorsize = BigInt(info.sectorsize);
+  const nodesize = BigInt(info.nodesize);
   const superGen = info.sb.generation;
   // Block group items live in exactly one tree: the block group tree when that
   // feature is on, the extent tree otherwise. Items in the other tree are what an
@@ -104,18 +109,29 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
   let cur: ExtentRecord | undefined;
   let prevEnd = 0n;
   const where = (it: { key: ExtentRecord['key']; block: { bytenr: bigint } }) => ({ tree: OBJ.EXTENT_TREE, block: it.block.bytenr, key: it.key });
-  const attach = (it: { key: ExtentRecord['key']; block: { bytenr: bigint } }, ref: RecordedRef): void => {
-    if (!cur || cur.bytenr !== it.key.objectid) {
+  const attach = (block: TreeBlock, slot: number, ref: RecordedRef): void => {
+    if (!cur || cur.bytenr !== block.buf.readBigUInt64LE(HEADER_SIZE + slot * ITEM_SIZE)) {
+      const it = { key: block.itemKeyAt(slot), block };
       report.error('orphan-backref', `backref ${refKey(ref)} for [${it.key.objectid}] has no extent item`, where(it));
       return;
     }
     cur.recorded.push(ref);
   };
-  try {
-    await forEachItem(ctx, loc, (key, data, block, slot) => {
-      const it = { key, data, block, slot };
-      const k = it.key;
-      try {
+  // Leaf by leaf, each item read in place: a key object and a view are made only for the
+  // items that keep them (extent items), not for every backref of the filesystem.
+  const item = (block: TreeBlock, slot: number): void => {
+    const d = block.buf;
+    const keyAt = HEADER_SIZE + slot * ITEM_SIZE;
+    const type = d[keyAt + 8]!;
+    switch (type) {
+      case KEY.TREE_BLOCK_REF: attach(block, slot, { kind: 'tree', root: d.readBigUInt64LE(keyAt + 9) }); return;
+      case KEY.SHARED_BLOCK_REF: attach(block, slot, { kind: 'shared-block', parent: d.readBigUInt64LE(keyAt + 9) }); return;
+      case KEY.EXTENT_ITEM: case KEY.METADATA_ITEM: case KEY.EXTENT_DATA_REF: case KEY.SHARED_DATA_REF: case KEY.BLOCK_GROUP_ITEM: break;
+      default: return;
+    }
+    const it = { key: block.itemKeyAt(slot), data: block.itemDataAt(slot), block, slot };
+    const k = it.key;
+    try {
         switch (k.type) {
           case KEY.EXTENT_ITEM:
           case KEY.METADATA_ITEM: {
@@ -125,14 +141,14 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
               cur = undefined;
               break;
             }
-            const e = parseExtentItem(it.data, skinny);
+            const e = parseExtentItem(d, block.itemStartAt(slot), it.data.length, skinny);
             if (!e) {
               report.error('corrupt-extent', `corrupt extent record: key [${k.objectid},${k.type},${k.offset}]`, where(it));
               cur = undefined;
               break;
             }
             const metadata = (e.flags & EXTENT_FLAG.TREE_BLOCK) !== 0n;
-            const numBytes = skinny ? BigInt(info.nodesize) : k.offset;
+            const numBytes = skinny ? nodesize : k.offset;
             const level = skinny ? Number(k.offset) : e.level;
             const rec: ExtentRecord = {
               bytenr: k.objectid, numBytes, refs: e.refs, generation: e.generation, flags: e.flags, metadata, level,
@@ -167,21 +183,20 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
               report.error('extent-overlap', `extent [${k.objectid} ${numBytes}] overlaps the previous extent ending at ${prevEnd}`, where(it));
             }
             prevEnd = k.objectid + numBytes;
-            if (ctx.extents.has(k.objectid)) {
+            const id = fromBig(k.objectid);
+            if (ctx.extents.has(id)) {
               report.error('extent-duplicate', `extent ${k.objectid} has more than one extent item`, where(it));
             }
-            ctx.extents.set(k.objectid, rec);
+            ctx.extents.set(id, rec);
             cur = rec;
             break;
           }
-          case KEY.TREE_BLOCK_REF: attach(it, { kind: 'tree', root: k.offset }); break;
-          case KEY.SHARED_BLOCK_REF: attach(it, { kind: 'shared-block', parent: k.offset }); break;
           case KEY.EXTENT_DATA_REF: {
             const r = decodeExtentDataRef(it.data);
-            attach(it, { kind: 'data', root: r.root, objectid: r.objectid, offset: r.offset, count: r.count });
+            attach(block, slot, { kind: 'data', root: r.root, objectid: r.objectid, offset: r.offset, count: r.count });
             break;
           }
-          case KEY.SHARED_DATA_REF: attach(it, { kind: 'shared-data', parent: k.offset, count: decodeSharedDataRef(it.data).count }); break;
+          case KEY.SHARED_DATA_REF: attach(block, slot, { kind: 'shared-data', parent: k.offset, count: decodeSharedDataRef(it.data).count }); break;
           case KEY.BLOCK_GROUP_ITEM: {
             if (bgTreeFeature) misplacedBg(it.key, OBJ.EXTENT_TREE, it.block.bytenr);
             const bg = decodeBlockGroupItem(it.data);
@@ -191,9 +206,13 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
           }
           default: break;
         }
-      } catch (e) {
-        report.fromError(e, 'corrupt-extent', where(it));
-      }
+    } catch (e) {
+      report.fromError(e, 'corrupt-extent', where(it));
+    }
+  };
+  try {
+    await forEachLeaf(ctx, loc, (leaf) => {
+      for (let slot = 0; slot < leaf.nritems; slot++) item(leaf, slot);
     });
   } catch (e) {
     ctx.extentTreeOk = false;
@@ -301,7 +320,7 @@ function unverifiable(ctx: CheckContext, r: RecordedRef): boolean {
       return ctx.unverifiableRoots.has(r.root);
     case 'shared-block':
     case 'shared-data':
-      return ctx.unverifiableRoots.size > 0 && !ctx.reachedBlocks.has(r.parent);
+      return ctx.unverifiableRoots.size > 0 && !ctx.reachedBlocks.has(fromBig(r.parent));
   }
 }
 
@@ -310,7 +329,8 @@ export function compareExtents(ctx: CheckContext): void {
   if (!ctx.extentTreeOk) return;
   const where = (rec: ExtentRecord) => ({ tree: OBJ.EXTENT_TREE, block: rec.block, key: rec.key });
   for (const rec of ctx.extents.values()) {
-    const f = rec.metadata ? found.blocks.get(rec.bytenr) : found.data.get(rec.bytenr);
+    const id = fromBig(rec.bytenr);
+    const f = rec.metadata ? found.blocks.get(id) : found.data.get(id);
     if (f && agrees(rec, f.refs) && (rec.metadata ? rec.level === undefined || (f as { level: number }).level === rec.level
       : (f as { numBytes: bigint; otherSizes?: bigint[] }).numBytes === rec.numBytes && !(f as { otherSizes?: bigint[] }).otherSizes)) continue;
     const want = tally(rec.recorded);
@@ -352,7 +372,7 @@ export function compareExtents(ctx: CheckContext): void {
   }
   for (const [bytenr, f] of found.blocks) {
     if (ctx.extents.has(bytenr)) continue;
-    report.error('ref-mismatch', `ref mismatch on [${bytenr} ${ctx.info.nodesize}] extent item 0, found ${f.refs.length}`, { tree: f.tree, block: bytenr });
+    report.error('ref-mismatch', `ref mismatch on [${bytenr} ${ctx.info.nodesize}] extent item 0, found ${f.refs.length}`, { tree: f.tree, block: toBig(bytenr) });
   }
   for (const [bytenr, f] of found.data) {
     if (ctx.extents.has(bytenr)) continue;

@@ -10,7 +10,7 @@
 import { FILE_EXTENT, HEADER_SIZE, ITEM_SIZE, KEY, OBJ, S_IFDIR, S_IFMT, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, FT, FEATURE_INCOMPAT } from '../format/constants.js';
 import type { Key } from '../format/key.js';
 import type { TreeBlock } from '../format/tree-block.js';
-import { nameHash } from '../util/checksum.js';
+import { nameHashAt } from '../util/checksum.js';
 import type { CheckContext } from './context.js';
 import { csumBytesIn } from './csums.js';
 import { addU64, fromBig, readU64, toBig, type U64 } from './u64.js';
@@ -244,8 +244,8 @@ export class LeafScanner {
       const entryAt = off;
       off += 30 + nameLen + dataLen;
       if (!isIndex) {
-        const h = nameHash(d.subarray(nameAt, nameEnd));
-        if (fromBig(h) !== keyOffset) {
+        const h = nameHashAt(d, nameAt, nameEnd);
+        if (h !== keyOffset) {
           o.error(`dir item name "${printable(d.toString('latin1', nameAt, nameEnd))}" hash mismatch, wanted 0x${h.toString(16).padStart(8, '0')} has 0x${toBig(keyOffset).toString(16).padStart(8, '0')}`, 'name-hash');
           continue;
         }

@@ -109,22 +109,62 @@ export interface ScreenResult { sound: boolean; inodes: number; subvol: (SubvolE
 /** Screens kept for snapshots; each is FIELDS int32s per inode. */
 const KEEP_SCREENS = 4;
 
+/**
+ * Inode number -> slot, numbered in order of first sight: an open-addressing
+ * table in two typed arrays (a Map costs a few times more per lookup, and
+ * there is one per name and per inode).
+ */
+class SlotTable {
+  private keys = new Float64Array(1 << 12).fill(-1);
+  private vals = new Int32Array(1 << 12);
+  private bits = 12;
+  /** inode number of each slot */
+  readonly inos: number[] = [];
+
+  slotOf(ino: number): number {
+    const mask = (1 << this.bits) - 1;
+    let i = Math.imul((ino >>> 0) ^ Math.imul((ino / 4294967296) >>> 0, 0x85ebca6b), 0x9e3779b1) >>> (32 - this.bits);
+    for (;;) {
+      const k = this.keys[i]!;
+      if (k === ino) return this.vals[i]!;
+      if (k === -1) break;
+      i = (i + 1) & mask;
+    }
+    const slot = this.inos.length;
+    this.inos.push(ino);
+    this.keys[i] = ino;
+    this.vals[i] = slot;
+    if (this.inos.length * 2 > mask) this.grow();
+    return slot;
+  }
+
+  private grow(): void {
+    const { keys, vals } = this;
+    this.bits++;
+    this.keys = new Float64Array(1 << this.bits).fill(-1);
+    this.vals = new Int32Array(1 << this.bits);
+    const mask = (1 << this.bits) - 1;
+    for (let j = 0; j < keys.length; j++) {
+      const ino = keys[j]!;
+      if (ino === -1) continue;
+      let i = Math.imul((ino >>> 0) ^ Math.imul((ino / 4294967296) >>> 0, 0x85ebca6b), 0x9e3779b1) >>> (32 - this.bits);
+      while (this.keys[i] !== -1) i = (i + 1) & mask;
+      this.keys[i] = ino;
+      this.vals[i] = vals[j]!;
+    }
+  }
+}
+
 export class Screener {
-  /** inode number -> slot, for every tree (snapshots share inode numbers) */
-  private readonly slots = new Map<number, number>();
-  private readonly inos: number[] = [];
+  /** for every tree (snapshots share inode numbers) */
+  private readonly table = new SlotTable();
+  private readonly inos = this.table.inos;
   private readonly kept: Screen[] = [];
 
   constructor(private readonly ctx: CheckContext, private readonly scanner: LeafScanner) {}
 
   slotOf(ino: number): number {
-    let s = this.slots.get(ino);
-    if (s === undefined) {
-      s = this.inos.length;
-      this.slots.set(ino, s);
-      this.inos.push(ino);
-    }
-    return s;
+    return this.table.slotOf(ino);
   }
 
   /**

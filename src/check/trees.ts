@@ -27,6 +27,8 @@ import type { TreeBlock } from '../format/tree-block.js';
 import { walkBlocks, type RootLocation } from '../tree/search.js';
 import type { BlockShape, CheckContext, RecordedRef } from './context.js';
 import { childExps, prefetch, readBlock } from './walk.js';
+import { fromBig, readBig, readU64, smallBig, toBig, type U64 } from './u64.js';
+import { HEADER_SIZE, ITEM_SIZE } from '../format/constants.js';
 
 interface Parent { block: TreeBlock; fullBackref: boolean }
 
@@ -69,8 +71,8 @@ export function shapeOf(block: TreeBlock): BlockShape {
 export async function walkTrees(ctx: CheckContext): Promise<void> {
   const { report } = ctx;
   if (ctx.roots.some((r) => r.objectid === OBJ.QUOTA_TREE)) ctx.shapes = new Map();
-  const expanded = new Set<bigint>();
-  const facts = new Map<bigint, BlockFacts>();
+  const expanded = new Set<U64>();
+  const facts = new Map<U64, BlockFacts>();
   const rootBlocks = new Set<bigint>();
   for (const r of ctx.roots) if (r.partiallyDropped) ctx.unverifiableRoots.add(r.objectid);
   // Metadata in use, in blocks: what the walk will read, near enough, for progress.
@@ -93,7 +95,7 @@ export async function walkTrees(ctx: CheckContext): Promise<void> {
   }
 }
 
-function addRef(map: Map<bigint, { level: number; refs: RecordedRef[]; tree: bigint }>, bytenr: bigint, level: number, tree: bigint, ref: RecordedRef): void {
+function addRef(map: Map<U64, { level: number; refs: RecordedRef[]; tree: bigint }>, bytenr: U64, level: number, tree: bigint, ref: RecordedRef): void {
   let e = map.get(bytenr);
   if (!e) map.set(bytenr, e = { level, refs: [], tree });
   e.refs.push(ref);
@@ -120,16 +122,17 @@ const ONE = 1n;
 
 async function walkOne(
   ctx: CheckContext, root: RootLocation, refRoot: bigint, lastSnapshot: bigint,
-  expanded: Set<bigint>, facts: Map<bigint, BlockFacts>, metaBlocks: number,
+  expanded: Set<U64>, facts: Map<U64, BlockFacts>, metaBlocks: number,
 ): Promise<void> {
   const { info, report, found } = ctx;
-  const inTree = new Set<bigint>();
+  const inTree = new Set<U64>();
   const superGenLimit = info.sb.generation + ONE;
+  const superGenLimitU64 = fromBig(superGenLimit);
   const bgTree = (info.sb.compat_ro_flags & FEATURE_COMPAT_RO.BLOCK_GROUP_TREE) !== 0n;
 
   /** Full-backref mode of a block just read: the extent item's flag, unless it cannot be right (then overruled and reported). */
   const backrefMode = (block: TreeBlock, isRoot: boolean): boolean => {
-    const rec = ctx.extents.get(block.bytenr);
+    const rec = ctx.extents.get(fromBig(block.bytenr));
     const relocFlag = (block.header.flags & HEADER_FLAG.RELOC) !== 0n;
     let full = rec ? (rec.flags & EXTENT_FLAG.FULL_BACKREF) !== 0n : (sharesBlocks(refRoot) || refRoot === OBJ.TREE_RELOC) && !isRoot && relocFlag;
     let wrong = false;
@@ -148,24 +151,25 @@ async function walkOne(
   };
 
   const visit = async (bytenr: bigint, level: number, generation: bigint, firstKey: Key | undefined, hi: Key | undefined, parent: Parent | undefined): Promise<void> => {
-    if (inTree.has(bytenr)) {
+    const id = fromBig(bytenr);
+    if (inTree.has(id)) {
       report.error('tree-loop', `tree block ${bytenr} is referenced more than once in tree ${root.objectid}`, { tree: root.objectid, block: bytenr });
       return;
     }
-    inTree.add(bytenr);
+    inTree.add(id);
     if (parent) {
-      addRef(found.blocks, bytenr, level, root.objectid,
+      addRef(found.blocks, id, level, root.objectid,
         parent.fullBackref ? { kind: 'shared-block', parent: parent.block.bytenr } : { kind: 'tree', root: parent.block.owner });
     }
-    if (expanded.has(bytenr)) {
+    if (expanded.has(id)) {
       // Reached again through another tree's pointer: that pointer must agree with the block too.
-      const f = facts.get(bytenr);
+      const f = facts.get(id);
       if (f && generation !== 0n && f.generation !== generation) {
         report.error('bad-tree-block', `parent transid verify failed on ${bytenr} wanted ${generation} found ${f.generation}`, { tree: root.objectid, block: bytenr });
       }
       return;
     }
-    expanded.add(bytenr);
+    expanded.add(id);
     let block: TreeBlock;
     try {
       block = await readBlock(ctx, { bytenr, level, generation, firstKey, owner: root.objectid });
@@ -173,12 +177,12 @@ async function walkOne(
       ctx.treesOk = false;
       report.fromError(e, 'bad-tree-block', { tree: root.objectid, block: bytenr });
       // The reference still counts: the parent points here whether or not the block reads.
-      if (!parent) addRef(found.blocks, bytenr, level, root.objectid, { kind: 'tree', root: refRoot });
+      if (!parent) addRef(found.blocks, id, level, root.objectid, { kind: 'tree', root: refRoot });
       return;
     }
     report.stats.treeBlocks++;
     if ((report.stats.treeBlocks & 255) === 0) ctx.onProgress?.(`tree ${root.objectid}`, report.stats.treeBlocks / metaBlocks);
-    ctx.reachedBlocks.add(bytenr);
+    ctx.reachedBlocks.add(id);
     // A pointer generation of 0 verifies nothing (the reader treats it as unknown), but no writer stores one.
     if (parent && generation === 0n) {
       report.error('ptr-generation', `Wrong generation of child node/leaf, wanted: ${block.generation}, have: 0`, { tree: root.objectid, block: bytenr });
@@ -186,11 +190,11 @@ async function walkOne(
     const rev = block.header.flags >> BACKREF_REV_SHIFT;
     if (!parent) {
       // A root references itself as its parent in a relocation tree or in the old backref format.
-      addRef(found.blocks, bytenr, level, root.objectid,
+      addRef(found.blocks, id, level, root.objectid,
         refRoot === OBJ.TREE_RELOC || rev < MIXED_BACKREF_REV ? { kind: 'shared-block', parent: bytenr } : { kind: 'tree', root: refRoot });
     }
     const full = backrefMode(block, !parent);
-    facts.set(bytenr, { owner: block.owner, level: block.level, generation: block.generation, firstKey: block.firstKey(), fullBackref: full });
+    facts.set(id, { owner: block.owner, level: block.level, generation: block.generation, firstKey: block.firstKey(), fullBackref: full });
     ctx.shapes?.set(bytenr, shapeOf(block));
     const last = hi && block.nritems > 0 ? (block.isLeaf ? block.itemKeyAt(block.nritems - 1) : block.keyAt(block.nritems - 1)) : undefined;
     if (hi && last && compareKeys(last, hi) >= 0) {
@@ -200,7 +204,7 @@ async function walkOne(
     if (!block.isLeaf) {
       const me: Parent = { block, fullBackref: full };
       // Children already expanded from another tree are not read again.
-      prefetch(ctx, childExps(block, root.objectid).filter((c) => !expanded.has(c.bytenr)));
+      prefetch(ctx, childExps(block, root.objectid).filter((c) => !expanded.has(fromBig(c.bytenr))));
       for (let i = 0; i < block.ptrs.length; i++) {
         const p = block.ptrs[i]!;
         const next = block.ptrs[i + 1]?.key ?? hi;
@@ -224,21 +228,25 @@ async function walkOne(
       const at = block.itemStartAt(slot);
       const len = block.itemSizeAt(slot);
       if (len < 53 || d[at + 20] === FILE_EXTENT.INLINE) continue;
-      const diskBytenr = d.readBigUInt64LE(at + 21);
-      if (diskBytenr === 0n) continue;
-      const k = block.itemKeyAt(slot);
-      const feGen = d.readBigUInt64LE(at);
-      if (feGen > superGenLimit) {
-        report.error('bad-extent-generation', `invalid generation for extent ${diskBytenr}, have ${feGen} expect (0, ${superGenLimit}]`,
+      const disk = readU64(d, at + 21);
+      if (disk === 0) continue;
+      // Kept values as few bigint objects as may be (see readBig): one of these is kept per file extent.
+      const keyAt = HEADER_SIZE + slot * ITEM_SIZE;
+      const objectid = readBig(d, keyAt);
+      const feGen = readU64(d, at);
+      if (feGen > superGenLimitU64) {
+        const k = block.itemKeyAt(slot);
+        report.error('bad-extent-generation', `invalid generation for extent ${disk}, have ${feGen} expect (0, ${superGenLimit}]`,
           { tree: root.objectid, block: bytenr, key: k, inode: k.objectid });
       }
-      const diskNumBytes = d.readBigUInt64LE(at + 29);
-      const offset = d.readBigUInt64LE(at + 37);
-      let e = found.data.get(diskBytenr);
-      if (!e) found.data.set(diskBytenr, e = { numBytes: diskNumBytes, refs: [], where: { tree: block.owner, inode: k.objectid, key: k } });
-      else if (e.numBytes !== diskNumBytes && !e.otherSizes?.includes(diskNumBytes)) (e.otherSizes ??= []).push(diskNumBytes);
+      const diskNumBytes = readBig(d, at + 29);
+      let e = found.data.get(disk);
+      if (!e) {
+        const k = block.itemKeyAt(slot);
+        found.data.set(disk, e = { numBytes: diskNumBytes, refs: [], where: { tree: block.owner, inode: k.objectid, key: k } });
+      } else if (e.numBytes !== diskNumBytes && !e.otherSizes?.includes(diskNumBytes)) (e.otherSizes ??= []).push(diskNumBytes);
       e.refs.push(full ? { kind: 'shared-data', parent: bytenr, count: 1 }
-        : { kind: 'data', root: block.owner, objectid: k.objectid, offset: BigInt.asUintN(64, k.offset - offset), count: 1 });
+        : { kind: 'data', root: block.owner, objectid, offset: smallBig(BigInt.asUintN(64, d.readBigUInt64LE(keyAt + 9) - d.readBigUInt64LE(at + 37))), count: 1 });
     }
   };
   try {
@@ -255,7 +263,7 @@ async function walkOne(
  * of that id must reference it directly, or (a block below shared nodes) the
  * owner's tree must lead to it when searched for its first key.
  */
-async function checkOwners(ctx: CheckContext, facts: Map<bigint, BlockFacts>, rootBlocks: Set<bigint>): Promise<void> {
+async function checkOwners(ctx: CheckContext, facts: Map<U64, BlockFacts>, rootBlocks: Set<bigint>): Promise<void> {
   const { info, report } = ctx;
   const rootOf = (id: bigint): RootLocation | undefined => {
     if (id === OBJ.ROOT_TREE) return info.treeRoot;
@@ -266,9 +274,10 @@ async function checkOwners(ctx: CheckContext, facts: Map<bigint, BlockFacts>, ro
     }
     return best;
   };
-  for (const [bytenr, f] of facts) {
+  for (const [id, f] of facts) {
     if (f.fullBackref) continue;
-    const refs = ctx.found.blocks.get(bytenr)?.refs ?? [];
+    const refs = ctx.found.blocks.get(id)?.refs ?? [];
+    const bytenr = toBig(id);
     if (refs.some((r) => r.kind === 'tree' && r.root === f.owner)) continue;
     let ok = false;
     if (!rootBlocks.has(bytenr) && f.firstKey) {

@@ -33,3 +33,19 @@ export function addU64(a: U64, b: U64): U64 {
   }
   return fromBig(BigInt.asUintN(64, toBig(a) + toBig(b)));
 }
+
+// Bigints are heap objects, each one the garbage collector copies while it lives. Most counts,
+// flags, tree ids and offsets a check keeps are small, and a shared object serves them all.
+const SMALL = 4096;
+const SMALL_BIGS: bigint[] = Array.from({ length: SMALL }, (_, i) => BigInt(i));
+
+/** The u64 at `off` as a bigint, the same object for every value below 4096. */
+export function readBig(b: Buffer, off: number): bigint {
+  const lo = b.readUInt32LE(off);
+  return lo < SMALL && b.readUInt32LE(off + 4) === 0 ? SMALL_BIGS[lo]! : b.readBigUInt64LE(off);
+}
+
+/** `v` as a bigint, shared below 4096 (see readBig). */
+export function smallBig(v: bigint): bigint {
+  return v >= 0n && v < 4096n ? SMALL_BIGS[Number(v)]! : v;
+}

@@ -32,6 +32,13 @@ export interface BlockDevice {
   /** for messages: the path it was opened from, or a label */
   readonly name: string;
   read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * The same read, done before returning, by a device for which that is
+   * cheap (a file: one pread, usually served from the page cache). Readers
+   * that issue many small reads and wait for each anyway use it to skip the
+   * round trip through the I/O thread pool.
+   */
+  readSync?(offset: number, length: number): Buffer;
   write(offset: number, data: Uint8Array): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;

@@ -9,7 +9,7 @@ import { BtrfsError, type ErrnoCode } from '../util/errors.js';
 import {
   type BlockDevice, checkArgs, closedError, pastEnd, readOnlyError, writePastEnd,
 } from './block-device.js';
-import { acquireImageLock, type ImageLock } from './image-lock.js';
+import type { ImageLock } from './image-lock.js';
 
 export interface FileDeviceOptions {
   /** open O_RDONLY; nothing is ever written to the image, no lock is taken; default false */
@@ -140,6 +140,8 @@ export class FileDevice implements BlockDevice {
 
     let lock: ImageLock | undefined;
     if (!readOnly && (options.lock ?? true)) {
+      // Loaded only by writers: the lock package patches fs and registers exit handlers, which a reader does not need.
+      const { acquireImageLock } = await import('./image-lock.js');
       lock = await acquireImageLock(file, {
         blockDevice: block,
         ...(options.lockStaleMs !== undefined ? { staleMs: options.lockStaleMs } : {}),
@@ -198,6 +200,25 @@ export class FileDevice implements BlockDevice {
         // the image shrank under us (truncated by someone else)
         throw new BtrfsError('EIO', `short read at offset ${offset + done}: image ends early`, { syscall: 'read', path: this.name });
       }
+      done += n;
+    }
+    return buf;
+  }
+
+  readSync(offset: number, length: number): Buffer {
+    const fh = this.live('read');
+    checkArgs(this.name, 'read', offset, length);
+    if (offset + length > this.bytes) throw pastEnd(this.name, offset, length, this.bytes);
+    const buf = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      let n: number;
+      try {
+        n = fs.readSync(fh.fd, buf, done, length - done, offset + done);
+      } catch (e) {
+        throw fromNode(e, 'read', this.name, `read at offset ${offset + done}`);
+      }
+      if (n === 0) throw new BtrfsError('EIO', `short read at offset ${offset + done}: image ends early`, { syscall: 'read', path: this.name });
       done += n;
     }
     return buf;

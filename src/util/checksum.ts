@@ -50,6 +50,28 @@ export function nameHash(name: Uint8Array): bigint {
   return BigInt(crc32cRaw(0xfffffffe, name));
 }
 
+// crc32c (Castagnoli, reflected) one byte at a time, for inputs as short as names: a call into
+// native code costs more than the whole loop for 20 bytes (about 90 ns against 20).
+const CRC32C_TABLE = (() => {
+  const t = new Int32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    t[n] = c;
+  }
+  return t;
+})();
+
+/**
+ * nameHash of the bytes d[at, end), as a number, without a view or a bigint
+ * per name: for readers that hash every name of a filesystem.
+ */
+export function nameHashAt(d: Uint8Array, at: number, end: number): number {
+  let c = 0xfffffffe | 0;
+  for (let i = at; i < end; i++) c = CRC32C_TABLE[(c ^ d[i]!) & 0xff]! ^ (c >>> 8);
+  return c >>> 0;
+}
+
 /**
  * The key offset of an INODE_EXTREF item: crc32c of the name seeded with the
  * parent inode number (the low 32 bits of it, as the kernel's u32 seed).

@@ -1,6 +1,5 @@
 /** `tsbtrfs check IMAGE`: a read-only fsck, reported like btrfs check; exit 1 when errors are found. */
 import type { Command } from 'commander';
-import cliProgress from 'cli-progress';
 import { checkImage, formatFinding, reportToJson, type CheckOptions } from '../../check/index.js';
 import { fail, write } from '../util.js';
 
@@ -10,8 +9,10 @@ type Progress = Parameters<NonNullable<CheckOptions['onProgress']>>[0];
  * A progress bar on stderr, only when stderr is a terminal (a pipe or a log
  * file gets nothing); it is cleared when the check ends, before the report.
  */
-function progressBar(): { update: (p: Progress) => void; stop: () => void } | undefined {
+async function progressBar(): Promise<{ update: (p: Progress) => void; stop: () => void } | undefined> {
   if (!process.stderr.isTTY) return undefined;
+  // Loaded only for a terminal: most checks run in scripts, where its start-up would be wasted.
+  const { default: cliProgress } = await import('cli-progress');
   const bar = new cliProgress.SingleBar({
     format: 'checking |{bar}| {percentage}% | {phase}{detail}',
     stream: process.stderr,
@@ -35,7 +36,7 @@ export function register(program: Command): void {
     .option('--check-data-csum', 'also read every data block and verify its checksum')
     .option('--json', 'print the report as JSON')
     .action(async (image: string, opts: { checkDataCsum?: boolean; json?: boolean }) => {
-      const bar = progressBar();
+      const bar = await progressBar();
       try {
         const r = await checkImage(image, { checkDataCsum: opts.checkDataCsum ?? false, onProgress: bar?.update });
         bar?.stop();
