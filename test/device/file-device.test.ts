@@ -57,6 +57,25 @@ describe('device/FileDevice', () => {
     await d.close();
   });
 
+  it('readSync: the same bytes as read, and the same errors', async () => {
+    const img = path.join(dir, 's.img');
+    const data = crypto.randomBytes(70_000);
+    fs.writeFileSync(img, data);
+    const d = await FileDevice.open(img, { readOnly: true });
+    expect(d.readSync(12_345, 40_000).equals(data.subarray(12_345, 52_345))).to.equal(true);
+    expect(d.readSync(12_345, 40_000).equals(await d.read(12_345, 40_000))).to.equal(true);
+    const sync = (f: () => unknown) => { try { f(); } catch (e) { return e as BtrfsError; } return expect.fail('no error'); };
+    const e = sync(() => d.readSync(69_990, 11));
+    expect(e).to.be.instanceOf(BtrfsError);
+    expect(e.code).to.equal('EIO');
+    expect(e.path).to.equal(img);
+    expect(sync(() => d.readSync(-1, 1)).code).to.equal('EINVAL');
+    fs.truncateSync(img, 4096);
+    expect(sync(() => d.readSync(4000, 1000)).message).to.match(/short read at offset 4096/);
+    await d.close();
+    expect(sync(() => d.readSync(0, 1)).code).to.equal('EBADF');
+  });
+
   it('reports a truncated image as EIO instead of returning short data', async () => {
     const img = path.join(dir, 't.img');
     fs.writeFileSync(img, Buffer.alloc(8192, 1));
