@@ -297,18 +297,25 @@ const sameRef = (a: RecordedRef, b: RecordedRef): boolean => {
 };
 
 /**
- * The common case without building tallies: one recorded backref, every
- * found reference is it, and the counts add up to the item's refs.
+ * The common case without building tallies (which name every reference in a
+ * string): a few distinct recorded backrefs, each found exactly as many times
+ * as it counts, nothing else found, and the counts add up to the item's refs.
  */
 function agrees(rec: ExtentRecord, found: RecordedRef[]): boolean {
-  if (rec.recorded.length !== 1 || found.length === 0) return false;
-  const r = rec.recorded[0]!;
-  let n = 0;
-  for (const f of found) {
-    if (!sameRef(r, f)) return false;
-    n += refCount(f);
+  const rs = rec.recorded;
+  if (rs.length === 0 || rs.length > 8 || found.length === 0) return false;
+  let matched = 0;
+  for (let i = 0; i < rs.length; i++) {
+    const r = rs[i]!;
+    for (let j = 0; j < i; j++) if (sameRef(rs[j]!, r)) return false;
+    let n = 0;
+    for (const f of found) if (sameRef(r, f)) n += refCount(f);
+    if (n !== refCount(r)) return false;
+    matched += n;
   }
-  return n === refCount(r) && BigInt(n) === rec.refs;
+  let all = 0;
+  for (const f of found) all += refCount(f);
+  return all === matched && BigInt(all) === rec.refs;
 }
 
 /** True when a recorded reference that the walk did not find may still be real. */
