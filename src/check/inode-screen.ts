@@ -109,12 +109,18 @@ export interface ScreenResult { sound: boolean; inodes: number; subvol: (SubvolE
 /** Screens kept for snapshots; each is FIELDS int32s per inode. */
 const KEEP_SCREENS = 4;
 
+/** Inode numbers below this are looked up by index (4 bytes each, grown as they are met). */
+const DIRECT_LIMIT = 1 << 22;
+
 /**
- * Inode number -> slot, numbered in order of first sight: an open-addressing
- * table in two typed arrays (a Map costs a few times more per lookup, and
- * there is one per name and per inode).
+ * Inode number -> slot, numbered in order of first sight: an array indexed
+ * by inode number for the usual small ones, an open-addressing table in two
+ * typed arrays for the rest (a Map costs a few times more per lookup, and
+ * there is one lookup per name and per inode).
  */
 class SlotTable {
+  /** slot + 1 by inode number, 0 for none */
+  private direct = new Int32Array(1 << 16);
   private keys = new Float64Array(1 << 12).fill(-1);
   private vals = new Int32Array(1 << 12);
   private bits = 12;
@@ -122,6 +128,20 @@ class SlotTable {
   readonly inos: number[] = [];
 
   slotOf(ino: number): number {
+    if (ino < DIRECT_LIMIT) {
+      if (ino >= this.direct.length) {
+        let n = this.direct.length;
+        while (n <= ino) n *= 2;
+        const d = new Int32Array(Math.min(n, DIRECT_LIMIT));
+        d.set(this.direct);
+        this.direct = d;
+      }
+      const s = this.direct[ino]!;
+      if (s !== 0) return s - 1;
+      this.inos.push(ino);
+      this.direct[ino] = this.inos.length;
+      return this.inos.length - 1;
+    }
     const mask = (1 << this.bits) - 1;
     let i = Math.imul((ino >>> 0) ^ Math.imul((ino / 4294967296) >>> 0, 0x85ebca6b), 0x9e3779b1) >>> (32 - this.bits);
     for (;;) {
