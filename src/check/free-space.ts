@@ -14,6 +14,14 @@ import { rootLocation, blockGroupOf } from './extents.js';
 
 interface Range { start: bigint; end: bigint }
 
+const byStart = (x: Range, y: Range): number => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0);
+
+/** `l` in start order (stable), sorted only if it is not already. */
+function sorted(l: Range[]): Range[] {
+  for (let i = 1; i < l.length; i++) if (l[i]!.start < l[i - 1]!.start) return l.sort(byStart);
+  return l;
+}
+
 /** Superblock copies and the first 1 MiB of the device are never allocated; the 64 KiB stripe around each is excluded. */
 function excludedRanges(ctx: CheckContext): Range[] {
   const STRIPE = 64n * 1024n;
@@ -147,11 +155,12 @@ export async function checkFreeSpaceTree(ctx: CheckContext): Promise<void> {
     if (!l) alloc.set(bg.start, l = []);
     l.push({ start: rec.bytenr, end: rec.bytenr + rec.numBytes });
   }
-  const excluded = excludedRanges(ctx);
+  const excluded = excludedRanges(ctx).sort(byStart);
   const isExcluded = (s: bigint, e: bigint) => {
     // the gap must be covered by excluded ranges
     let pos = s;
-    for (const x of excluded.filter((x) => x.end > s && x.start < e).sort((a, b) => (a.start < b.start ? -1 : 1))) {
+    for (const x of excluded) {
+      if (x.end <= s || x.start >= e) continue;
       if (x.start > pos) return false;
       if (x.end > pos) pos = x.end;
     }
@@ -167,20 +176,23 @@ export async function checkFreeSpaceTree(ctx: CheckContext): Promise<void> {
     if (f.length !== fi.count) {
       report.error('free-space-count', `free space info of block group ${bg.start} says ${fi.count} extents, found ${f.length}`, { tree: OBJ.FREE_SPACE_TREE, key: fi.key });
     }
-    const a = (alloc.get(bg.start) ?? []).sort((x, y) => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0));
-    const all = [...f.map((r) => ({ ...r, free: true })), ...a.map((r) => ({ ...r, free: false }))]
-      .sort((x, y) => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0));
+    // Both lists come in key order, so they are merged rather than sorted together (a
+    // damaged tree may break that order: then they are sorted first). Free first on a tie.
+    const a = sorted(alloc.get(bg.start) ?? []);
+    const fr = sorted(f);
     let pos = bg.start;
     let prevFree = false;
-    for (const r of all) {
+    for (let i = 0, j = 0; i < fr.length || j < a.length;) {
+      const isFree = j >= a.length || (i < fr.length && fr[i]!.start <= a[j]!.start);
+      const r = isFree ? fr[i++]! : a[j++]!;
       if (r.start < pos) {
-        if (r.free || prevFree) {
+        if (isFree || prevFree) {
           report.error('free-space-wrong', `free space [${r.start} ${r.end - r.start}] in block group ${bg.start} overlaps allocated space`, { tree: OBJ.FREE_SPACE_TREE });
         }
       } else if (r.start > pos && !isExcluded(pos, r.start)) {
         report.error('free-space-missing', `space [${pos} ${r.start - pos}] of block group ${bg.start} is neither free nor allocated`, { tree: OBJ.FREE_SPACE_TREE });
       }
-      if (r.end > pos) { pos = r.end; prevFree = r.free; }
+      if (r.end > pos) { pos = r.end; prevFree = isFree; }
     }
     const bgEnd = bg.start + bg.length;
     if (pos < bgEnd && !isExcluded(pos, bgEnd)) {
