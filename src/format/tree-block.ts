@@ -22,26 +22,37 @@ export interface LeafItem {
   data: Buffer;
 }
 
+/** The u32 at `at`, by index: the per-slot reads below run for every item of every block read. */
+const u32 = (b: Buffer, at: number): number => (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16)) + b[at + 3]! * 16777216;
+
 export class TreeBlock {
-  readonly header: Header;
   readonly ptrs: KeyPtr[] = [];
   private items_: LeafItem[] | undefined;
+  private header_: Header | undefined;
+  readonly bytenr: bigint;
+  readonly generation: bigint;
+  readonly owner: bigint;
+  readonly nritems: number;
+  readonly level: number;
 
   /**
    * Parses the block's structure. Item bounds are checked here (a leaf whose
    * items point outside it is corrupt); semantic checks live in verify/.
+   * The header's fields that every reader needs are read here; the rest
+   * (checksum, fsid, uuid views) only when `header` is asked for.
    */
   constructor(readonly buf: Buffer, readonly nodesize: number) {
-    this.header = headerCodec.decode(buf, 0);
-    const n = this.header.nritems;
-    const bytenr = this.header.bytenr;
-    const owner = this.header.owner;
-    if (this.header.level === 0) {
+    const n = this.nritems = buf.readUInt32LE(96);
+    const bytenr = this.bytenr = buf.readBigUInt64LE(48);
+    this.generation = buf.readBigUInt64LE(80);
+    const owner = this.owner = buf.readBigUInt64LE(88);
+    this.level = buf[100]!;
+    if (this.level === 0) {
       if (HEADER_SIZE + n * ITEM_SIZE > nodesize) throw corrupt(`leaf nritems ${n} too large`, { block: bytenr, tree: owner });
       for (let slot = 0; slot < n; slot++) {
         const at = HEADER_SIZE + slot * ITEM_SIZE;
-        const offset = buf.readUInt32LE(at + 17);
-        const size = buf.readUInt32LE(at + 21);
+        const offset = u32(buf, at + 17);
+        const size = u32(buf, at + 21);
         const start = HEADER_SIZE + offset;
         if (offset + size > nodesize - HEADER_SIZE || start < HEADER_SIZE + n * ITEM_SIZE && size > 0) {
           throw corrupt(`item data out of bounds, offset ${offset} size ${size}`, { block: bytenr, tree: owner, slot, key: this.itemKeyAt(slot) });
@@ -59,12 +70,17 @@ export class TreeBlock {
     }
   }
 
+  /** The whole header, decoded on first use. */
+  get header(): Header {
+    return this.header_ ??= headerCodec.decode(this.buf, 0);
+  }
+
   /** A leaf's items, decoded on first use and kept (empty for a node). */
   get items(): LeafItem[] {
     if (this.items_) return this.items_;
     const items: LeafItem[] = [];
-    if (this.header.level === 0) {
-      for (let slot = 0; slot < this.header.nritems; slot++) {
+    if (this.level === 0) {
+      for (let slot = 0; slot < this.nritems; slot++) {
         const offset = this.itemOffsetAt(slot);
         const size = this.itemSizeAt(slot);
         items.push({ key: this.itemKeyAt(slot), offset, size, data: this.buf.subarray(HEADER_SIZE + offset, HEADER_SIZE + offset + size) });
@@ -83,10 +99,10 @@ export class TreeBlock {
   itemTypeAt(slot: number): number { return this.buf[HEADER_SIZE + slot * ITEM_SIZE + 8]!; }
 
   /** Slot `slot`'s item data offset in a leaf, relative to the end of the header, as stored. */
-  itemOffsetAt(slot: number): number { return this.buf.readUInt32LE(HEADER_SIZE + slot * ITEM_SIZE + 17); }
+  itemOffsetAt(slot: number): number { return u32(this.buf, HEADER_SIZE + slot * ITEM_SIZE + 17); }
 
   /** Slot `slot`'s item data size in a leaf. */
-  itemSizeAt(slot: number): number { return this.buf.readUInt32LE(HEADER_SIZE + slot * ITEM_SIZE + 21); }
+  itemSizeAt(slot: number): number { return u32(this.buf, HEADER_SIZE + slot * ITEM_SIZE + 21); }
 
   /** Where slot `slot`'s item data begins in a leaf, as a byte offset into `buf`. */
   itemStartAt(slot: number): number { return HEADER_SIZE + this.itemOffsetAt(slot); }
@@ -97,12 +113,7 @@ export class TreeBlock {
     return this.buf.subarray(start, start + this.itemSizeAt(slot));
   }
 
-  get bytenr(): bigint { return this.header.bytenr; }
-  get level(): number { return this.header.level; }
-  get generation(): bigint { return this.header.generation; }
-  get owner(): bigint { return this.header.owner; }
-  get nritems(): number { return this.header.nritems; }
-  get isLeaf(): boolean { return this.header.level === 0; }
+  get isLeaf(): boolean { return this.level === 0; }
 
   /** The key of slot i (item key in a leaf, pointer key in a node). */
   keyAt(slot: number): Key {
