@@ -15,7 +15,7 @@ import { forEachItem, forEachLeaf } from './walk.js';
 import { HEADER_SIZE, ITEM_SIZE } from '../format/constants.js';
 import type { TreeBlock } from '../format/tree-block.js';
 import type { BlockGroupRecord, CheckContext, ExtentRecord, RecordedRef } from './context.js';
-import { fromBig, readBig, toBig } from './u64.js';
+import { addU64, fromBig, readBig, readU64, toBig, type U64 } from './u64.js';
 
 export function rootLocation(ctx: CheckContext, objectid: bigint): RootLocation | undefined {
   const r = ctx.roots.find((x) => x.objectid === objectid);
@@ -30,6 +30,9 @@ function refKey(r: RecordedRef): string {
     case 'shared-data': return `shared data backref parent ${r.parent}`;
   }
 }
+
+const EMPTY = Buffer.alloc(0);
+const MAX_LEVEL_BIG = BigInt(MAX_LEVEL);
 
 const refCount = (r: RecordedRef): number => (r.kind === 'data' || r.kind === 'shared-data' ? r.count : 1);
 
@@ -107,7 +110,10 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
   const squotaFeature = (info.sb.incompat_flags & FEATURE_INCOMPAT.SIMPLE_QUOTA) !== 0n;
   const rootNodes = new Map<bigint, { bytenr: bigint; level: number; generation: bigint; count: number }>();
   let cur: ExtentRecord | undefined;
-  let prevEnd = 0n;
+  let prevEnd: U64 = 0;
+  const ss = info.sectorsize;
+  const nodesizeNum = info.nodesize;
+  const genLimit = superGen + 1n;
   const where = (it: { key: ExtentRecord['key']; block: { bytenr: bigint } }) => ({ tree: OBJ.EXTENT_TREE, block: it.block.bytenr, key: it.key });
   const attach = (block: TreeBlock, slot: number, ref: RecordedRef): void => {
     if (!cur || cur.bytenr !== block.buf.readBigUInt64LE(HEADER_SIZE + slot * ITEM_SIZE)) {
@@ -129,19 +135,22 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
       case KEY.EXTENT_ITEM: case KEY.METADATA_ITEM: case KEY.EXTENT_DATA_REF: case KEY.SHARED_DATA_REF: case KEY.BLOCK_GROUP_ITEM: break;
       default: return;
     }
-    const it = { key: block.itemKeyAt(slot), data: block.itemDataAt(slot), block, slot };
-    const k = it.key;
+    const k = block.itemKeyAt(slot);
+    // The item's bytes as a view only for the kinds decoded through one (not extent items, the most numerous).
+    const it = { key: k, data: type === KEY.EXTENT_ITEM || type === KEY.METADATA_ITEM ? EMPTY : block.itemDataAt(slot), block, slot };
     try {
         switch (k.type) {
           case KEY.EXTENT_ITEM:
           case KEY.METADATA_ITEM: {
             const skinny = k.type === KEY.METADATA_ITEM;
-            if (k.objectid % sectorsize !== 0n) {
+            // Numbers where they are exact (see u64.ts): bigint arithmetic allocates a result each time.
+            const start = readU64(d, keyAt);
+            if (typeof start === 'number' ? start % ss !== 0 : start % sectorsize !== 0n) {
               report.error('unaligned-extent', `ignoring invalid extent, bytenr ${k.objectid} is not aligned to ${sectorsize}`, where(it));
               cur = undefined;
               break;
             }
-            const e = parseExtentItem(d, block.itemStartAt(slot), it.data.length, skinny);
+            const e = parseExtentItem(d, block.itemStartAt(slot), block.itemSizeAt(slot), skinny);
             if (!e) {
               report.error('corrupt-extent', `corrupt extent record: key [${k.objectid},${k.type},${k.offset}]`, where(it));
               cur = undefined;
@@ -169,21 +178,22 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
               if (!top || level > top.level) rootNodes.set(root, { bytenr: k.objectid, level, generation: e.generation, count: 1 });
               else if (level === top.level) top.count++;
             }
-            if (skinny && k.offset >= BigInt(MAX_LEVEL)) {
+            if (skinny && k.offset >= MAX_LEVEL_BIG) {
               report.error('bad-backref-level', `tree block ${k.objectid} has bad backref level, has ${k.offset} expect [0, ${MAX_LEVEL - 1}]`, where(it));
             }
             // The kernel's limit: one past the last commit (a transaction may have been under way).
-            if (e.generation > superGen + 1n) {
-              report.error('bad-extent-generation', `invalid generation for extent ${k.objectid}, have ${e.generation} expect (0, ${superGen + 1n}]`, where(it));
+            if (e.generation > genLimit) {
+              report.error('bad-extent-generation', `invalid generation for extent ${k.objectid}, have ${e.generation} expect (0, ${genLimit}]`, where(it));
             }
-            if (numBytes === 0n || numBytes % sectorsize !== 0n) {
+            const len = skinny ? nodesizeNum : readU64(d, keyAt + 9);
+            if (typeof len === 'number' ? len === 0 || len % ss !== 0 : len % sectorsize !== 0n) {
               report.error('bad-extent-length', `extent [${k.objectid} ${numBytes}] has a length not aligned to ${sectorsize}`, where(it));
             }
-            if (k.objectid < prevEnd) {
+            if (start < prevEnd) {
               report.error('extent-overlap', `extent [${k.objectid} ${numBytes}] overlaps the previous extent ending at ${prevEnd}`, where(it));
             }
-            prevEnd = k.objectid + numBytes;
-            const id = fromBig(k.objectid);
+            prevEnd = addU64(start, len);
+            const id = start;
             if (ctx.extents.has(id)) {
               report.error('extent-duplicate', `extent ${k.objectid} has more than one extent item`, where(it));
             }

@@ -25,6 +25,7 @@
 import { randomBytes } from 'node:crypto';
 import { HEADER_SIZE, ITEM_SIZE, KEY, OBJ, S_IFMT } from '../format/constants.js';
 import type { TreeBlock } from '../format/tree-block.js';
+import { keyEquals, type Key } from '../format/key.js';
 import type { CheckContext, RootRecord } from './context.js';
 import { FREE_SPACE_OBJECTID, FT_OF_MODE, LeafScanner, Own, type ItemSink, type SubvolEntry } from './inode-items.js';
 import { forEachLeaf, prefetch, readBlock, type LeafPos } from './walk.js';
@@ -95,14 +96,19 @@ const indexPrint = (lane: number, dir: number, index: number, ft: number) =>
 /** What the screen keeps of one tree, for snapshots of it. */
 interface Screen {
   tree: bigint;
-  /** its leaves' bytenrs (below 2^53 on any real filesystem) */
-  leaves: Set<number>;
+  /**
+   * its leaves by bytenr (below 2^53 on any real filesystem), with the
+   * generation and first key its pointers (verified against the block) gave
+   */
+  leaves: Map<number, LeafSeen>;
   /** FIELDS int32s per inode slot */
   a: Int32Array;
   subvol: (SubvolEntry & { leaf: bigint })[];
   /** it met something the screen does not follow (an inode number past 2^53, say) */
   odd: boolean;
 }
+
+interface LeafSeen { generation: bigint; first: Key | undefined }
 
 export interface ScreenResult { sound: boolean; inodes: number; subvol: (SubvolEntry & { leaf: bigint })[] }
 
@@ -206,11 +212,11 @@ export class Screener {
   get keptAny(): boolean { return this.kept.length > 0; }
 
   private async full(root: RootRecord, rootDir: U64, dataReloc: boolean): Promise<Screen> {
-    const s: Screen = { tree: root.objectid, leaves: new Set(), a: new Int32Array(Math.max(1024, this.inos.length) * FIELDS), subvol: [], odd: false };
+    const s: Screen = { tree: root.objectid, leaves: new Map(), a: new Int32Array(Math.max(1024, this.inos.length) * FIELDS), subvol: [], odd: false };
     const sink = new ScreenSink(this, this.scanner, s, rootDir);
     const loc = { objectid: root.objectid, bytenr: root.item.bytenr, level: root.item.level, generation: root.item.generation };
     await forEachLeaf(this.ctx, loc, (leaf) => {
-      s.leaves.add(Number(leaf.bytenr));
+      s.leaves.set(Number(leaf.bytenr), { generation: leaf.generation, first: leaf.nritems > 0 ? leaf.itemKeyAt(0) : undefined });
       this.scanner.scanLeaf(leaf, sink, dataReloc, undefined, true, false);
     });
     sink.finish();
@@ -227,11 +233,11 @@ export class Screener {
       if (n > shared) { shared = n; base = k; }
     }
     if (!base || shared < order.length * 0.5) return undefined;
-    const leaves = new Set<number>();
-    for (const l of order) leaves.add(Number(l.bytenr));
+    const leaves = new Map<number, LeafSeen>();
+    for (const l of order) leaves.set(Number(l.bytenr), { generation: l.exp.generation, first: l.exp.firstKey });
     const added = order.filter((l) => !base.leaves.has(Number(l.bytenr)));
     const removed: number[] = [];
-    for (const b of base.leaves) if (!leaves.has(b)) removed.push(b);
+    for (const b of base.leaves.keys()) if (!leaves.has(b)) removed.push(b);
     const a = new Int32Array(Math.max(base.a.length, this.inos.length * FIELDS));
     a.set(base.a);
     const s: Screen = { tree: root.objectid, leaves, a, subvol: base.subvol.filter((e) => leaves.has(Number(e.leaf))), odd: false };
@@ -260,8 +266,15 @@ export class Screener {
       sink.takeEntries(b);
     }
     // The shared leaves as this tree's pointers describe them: a pointer that disagrees with the
-    // block (its generation) fails here as it would in a full walk.
-    for (const l of order) if (!addedBlocks.has(l.bytenr)) await readBlock(this.ctx, l.exp);
+    // block (its generation) fails here as it would in a full walk. A pointer saying what the kept
+    // tree's did was verified with it, and the block is not read again (on a filesystem larger
+    // than the block cache that would be a second read of every leaf, per snapshot).
+    for (const l of order) {
+      if (addedBlocks.has(l.bytenr)) continue;
+      const seen = base.leaves.get(Number(l.bytenr))!;
+      if (seen.generation === l.exp.generation && seen.first !== undefined && keyEquals(seen.first, l.exp.firstKey)) continue;
+      await readBlock(this.ctx, l.exp);
+    }
 
     for (const ino of changed) sink.forget(ino);
     const sorted = [...changed].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));

@@ -31,7 +31,8 @@ export class BlockReader {
     private readonly devid: bigint,
     readonly chunks: ChunkMap,
     readonly ctx: CheckContext,
-    private readonly cacheBlocks = 8192,
+    /** verified blocks kept (least recently used dropped first); a reader that will read every block twice may raise it */
+    public cacheBlocks = 8192,
   ) {}
 
   /**
