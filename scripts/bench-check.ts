@@ -5,13 +5,13 @@
  *       [--size-mib M] [--image PATH] [--work DIR] [--keep]
  *
  * Makes a kernel image (mkfs.btrfs on a sparse file, mounted with compress=zstd)
- * holding N files (default 60000) in nested directories: mostly small files
+ * holding N files (default 300000) in nested directories: mostly small files
  * (a third inline), some of 64-128 KiB, symlinks, hard links (every 40th file),
  * xattrs (every 25th), then S snapshots (default 3) taken between rounds of
  * changes so that trees share blocks and diverge. With --image, an existing
  * image is used instead (and kept).
  *
- * Then, warm cache (one untimed run of each first), R times each (default 5):
+ * Then, warm cache (one untimed run of each first), R times each (default 3):
  *
  *   btrfs check --readonly IMAGE
  *   node dist/src/cli/main.js check IMAGE
@@ -37,7 +37,7 @@ function usage(msg?: string): never {
 }
 
 function parseArgs(argv: string[]): Opts {
-  const o: Opts = { files: 60000, snapshots: 3, runs: 5, sizeMiB: 2048, keep: false };
+  const o: Opts = { files: 300000, snapshots: 3, runs: 3, sizeMiB: 8192, keep: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = (): string => argv[++i] ?? usage(`${a} needs a value`);
@@ -189,20 +189,23 @@ async function main(): Promise<void> {
     const t: number[] = [];
     const u: number[] = [];
     const rss: number[] = [];
+    const theirRss: number[] = [];
     for (let run = 1; run <= o.runs; run++) {
       const a = await theirs();
       const b = await ours();
       t.push(a.ms);
       u.push(b.ms);
       if (b.rssKiB !== undefined) rss.push(b.rssKiB);
+      if (a.rssKiB !== undefined) theirRss.push(a.rssKiB);
       console.log(`run ${run}: btrfs check ${(a.ms / 1000).toFixed(2)} s, tsbtrfs check ${(b.ms / 1000).toFixed(2)} s${b.rssKiB ? ` (peak RSS ${(b.rssKiB / 1024).toFixed(0)} MiB)` : ''}`);
     }
     const mt = median(t);
     const mu = median(u);
     console.log(`\ncheck benchmark, ${path.basename(img)} (${stats.replace(/ in [\d.]+s$/, '')}), median of ${o.runs} warm-cache runs:`);
-    console.log(`  btrfs check --readonly   ${(mt / 1000).toFixed(2).padStart(7)} s`);
-    console.log(`  tsbtrfs check            ${(mu / 1000).toFixed(2).padStart(7)} s${rss.length ? `   peak RSS ${(Math.max(...rss) / 1024).toFixed(0)} MiB` : ''}`);
-    console.log(`  ratio tsbtrfs/btrfs-check: ${(mu / mt).toFixed(2)}x`);
+    const peak = (xs: number[]) => (xs.length ? `   peak RSS ${(Math.max(...xs) / 1024).toFixed(0)} MiB` : '');
+    console.log(`  btrfs check --readonly   ${(mt / 1000).toFixed(2).padStart(7)} s${peak(theirRss)}`);
+    console.log(`  tsbtrfs check            ${(mu / 1000).toFixed(2).padStart(7)} s${peak(rss)}`);
+    console.log(`  ratio tsbtrfs/btrfs-check: ${(mu / mt).toFixed(2)}x time${rss.length && theirRss.length ? `, ${(Math.max(...rss) / Math.max(...theirRss)).toFixed(2)}x peak memory` : ''}`);
   } finally {
     if (work && !o.keep && !o.image) await fsp.rm(work, { recursive: true, force: true });
     else if (work) console.log(`kept ${work}`);
