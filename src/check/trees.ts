@@ -120,6 +120,12 @@ function wrongTreeFor(type: number, owner: bigint, bgTree: boolean): boolean {
 
 const ONE = 1n;
 
+/** A data backref's offset: the file offset less the offset into the extent, wrapping as a u64 (a bigint only for the odd case). */
+function refOffset(fileOffset: U64, extentOffset: U64): bigint {
+  if (typeof fileOffset === 'number' && typeof extentOffset === 'number' && fileOffset >= extentOffset) return smallBig(fileOffset - extentOffset);
+  return smallBig(BigInt.asUintN(64, toBig(fileOffset) - toBig(extentOffset)));
+}
+
 async function walkOne(
   ctx: CheckContext, root: RootLocation, refRoot: bigint, lastSnapshot: bigint,
   expanded: Set<U64>, facts: Map<U64, BlockFacts>, metaBlocks: number,
@@ -246,7 +252,7 @@ async function walkOne(
         found.data.set(disk, e = { numBytes: diskNumBytes, refs: [], where: { tree: block.owner, inode: k.objectid, key: k } });
       } else if (e.numBytes !== diskNumBytes && !e.otherSizes?.includes(diskNumBytes)) (e.otherSizes ??= []).push(diskNumBytes);
       e.refs.push(full ? { kind: 'shared-data', parent: bytenr, count: 1 }
-        : { kind: 'data', root: block.owner, objectid, offset: smallBig(BigInt.asUintN(64, d.readBigUInt64LE(keyAt + 9) - d.readBigUInt64LE(at + 37))), count: 1 });
+        : { kind: 'data', root: block.owner, objectid, offset: refOffset(readU64(d, keyAt + 9), readU64(d, at + 37)), count: 1 });
     }
   };
   try {

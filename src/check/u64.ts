@@ -48,6 +48,7 @@ export function readBig(b: Buffer, off: number): bigint {
 }
 
 /** `v` as a bigint, shared below 4096 (see readBig). */
-export function smallBig(v: bigint): bigint {
+export function smallBig(v: bigint | number): bigint {
+  if (typeof v === 'number') return v < SMALL ? SMALL_BIGS[v]! : BigInt(v);
   return v >= 0n && v < 4096n ? SMALL_BIGS[Number(v)]! : v;
 }

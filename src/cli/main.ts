@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     await program.parseAsync(process.argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : 2);
-    (await import('./util.js')).fail(e);
+    (await import('./output.js')).fail(e);
   }
 }
 

@@ -1,7 +1,7 @@
 /** `tsbtrfs check IMAGE`: a read-only fsck, reported like btrfs check; exit 1 when errors are found. */
 import type { Command } from 'commander';
 import { checkImage, formatFinding, reportToJson, type CheckOptions } from '../../check/index.js';
-import { fail, write } from '../util.js';
+import { fail, write } from '../output.js';
 
 type Progress = Parameters<NonNullable<CheckOptions['onProgress']>>[0];
 
