@@ -108,7 +108,7 @@ interface Screen {
   odd: boolean;
 }
 
-interface LeafSeen { generation: bigint; first: Key | undefined }
+interface LeafSeen { generation: bigint; firstKey: Key | undefined }
 
 export interface ScreenResult { sound: boolean; inodes: number; subvol: (SubvolEntry & { leaf: bigint })[] }
 
@@ -216,7 +216,7 @@ export class Screener {
     const sink = new ScreenSink(this, this.scanner, s, rootDir);
     const loc = { objectid: root.objectid, bytenr: root.item.bytenr, level: root.item.level, generation: root.item.generation };
     await forEachLeaf(this.ctx, loc, (leaf) => {
-      s.leaves.set(Number(leaf.bytenr), { generation: leaf.generation, first: leaf.nritems > 0 ? leaf.itemKeyAt(0) : undefined });
+      s.leaves.set(Number(leaf.bytenr), { generation: leaf.generation, firstKey: leaf.nritems > 0 ? leaf.itemKeyAt(0) : undefined });
       this.scanner.scanLeaf(leaf, sink, dataReloc, undefined, true, false);
     });
     sink.finish();
@@ -234,7 +234,8 @@ export class Screener {
     }
     if (!base || shared < order.length * 0.5) return undefined;
     const leaves = new Map<number, LeafSeen>();
-    for (const l of order) leaves.set(Number(l.bytenr), { generation: l.exp.generation, first: l.exp.firstKey });
+    // The pointer's expectation is already the pair kept: no object per leaf.
+    for (const l of order) leaves.set(Number(l.bytenr), l.exp);
     const added = order.filter((l) => !base.leaves.has(Number(l.bytenr)));
     const removed: number[] = [];
     for (const b of base.leaves.keys()) if (!leaves.has(b)) removed.push(b);
@@ -272,7 +273,7 @@ export class Screener {
     for (const l of order) {
       if (addedBlocks.has(l.bytenr)) continue;
       const seen = base.leaves.get(Number(l.bytenr))!;
-      if (seen.generation === l.exp.generation && seen.first !== undefined && keyEquals(seen.first, l.exp.firstKey)) continue;
+      if (seen.generation === l.exp.generation && seen.firstKey !== undefined && keyEquals(seen.firstKey, l.exp.firstKey)) continue;
       await readBlock(this.ctx, l.exp);
     }
 
