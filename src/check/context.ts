@@ -7,7 +7,7 @@ import type { FsInfo } from '../tree/fs-info.js';
 import type { RootItem } from '../format/items/root-item.js';
 import type { Key } from '../format/key.js';
 import type { Reporter } from './report.js';
-import type { U64 } from './u64.js';
+import type { AddrKey } from './u64.js';
 
 export interface RootRecord {
   objectid: bigint;
@@ -44,10 +44,10 @@ export interface BlockGroupRecord { start: bigint; length: bigint; used: bigint;
 
 /** References found by walking trees, keyed the way backrefs are. */
 export interface FoundRefs {
-  /** tree blocks: bytenr (as a U64: bigint-keyed maps are slow) -> list of refs and the block's level */
-  blocks: Map<U64, { level: number; refs: RecordedRef[]; tree: bigint }>;
+  /** tree blocks: bytenr (as an AddrKey) -> list of refs and the block's level */
+  blocks: Map<AddrKey, { level: number; refs: RecordedRef[]; tree: bigint }>;
   /** data extents: disk_bytenr -> refs and the disk_num_bytes the file extents claimed (the first, and any different ones) */
-  data: Map<U64, { numBytes: bigint; otherSizes?: bigint[]; refs: RecordedRef[]; where: { tree: bigint; inode: bigint; key: Key } }>;
+  data: Map<AddrKey, { numBytes: bigint; otherSizes?: bigint[]; refs: RecordedRef[]; where: { tree: bigint; inode: bigint; key: Key } }>;
 }
 
 /** A tree block's outgoing references: child blocks of a node, or (bytenr, disk_num_bytes) pairs of a leaf's file extents. */
@@ -57,8 +57,8 @@ export interface CheckContext {
   info: FsInfo;
   report: Reporter;
   roots: RootRecord[];
-  /** by bytenr, as a U64 (see u64.ts: bigint-keyed maps are slow) */
-  extents: Map<U64, ExtentRecord>;
+  /** by bytenr, as an AddrKey (see u64.ts) */
+  extents: Map<AddrKey, ExtentRecord>;
   blockGroups: BlockGroupRecord[];
   found: FoundRefs;
   /** the extent tree could be read completely: reference counts can be compared */
@@ -68,7 +68,7 @@ export interface CheckContext {
   /** roots whose trees were not (fully) walked; references from them cannot be verified */
   unverifiableRoots: Set<bigint>;
   /** every tree block reached, so SHARED_* parents can be told from garbage */
-  reachedBlocks: Set<U64>;
+  reachedBlocks: Set<AddrKey>;
   /** when quotas are on: what each tree block points to, for accounting extents below interior nodes */
   shapes?: Map<bigint, BlockShape>;
   /** the checksum tree's coverage as merged [start, end) ranges, sorted; absent when it could not be read */

@@ -15,7 +15,7 @@ import { forEachItem, forEachLeaf } from './walk.js';
 import { HEADER_SIZE, ITEM_SIZE } from '../format/constants.js';
 import type { TreeBlock } from '../format/tree-block.js';
 import type { BlockGroupRecord, CheckContext, ExtentRecord, RecordedRef } from './context.js';
-import { addU64, fromBig, readBig, readU64, toBig, type U64 } from './u64.js';
+import { addrKey, addU64, fromBig, keyAddr, readBig, readU64, toBig, type U64 } from './u64.js';
 
 export function rootLocation(ctx: CheckContext, objectid: bigint): RootLocation | undefined {
   const r = ctx.roots.find((x) => x.objectid === objectid);
@@ -193,7 +193,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
               report.error('extent-overlap', `extent [${k.objectid} ${numBytes}] overlaps the previous extent ending at ${prevEnd}`, where(it));
             }
             prevEnd = addU64(start, len);
-            const id = start;
+            const id = addrKey(start);
             if (ctx.extents.has(id)) {
               report.error('extent-duplicate', `extent ${k.objectid} has more than one extent item`, where(it));
             }
@@ -337,7 +337,7 @@ function unverifiable(ctx: CheckContext, r: RecordedRef): boolean {
       return ctx.unverifiableRoots.has(r.root);
     case 'shared-block':
     case 'shared-data':
-      return ctx.unverifiableRoots.size > 0 && !ctx.reachedBlocks.has(fromBig(r.parent));
+      return ctx.unverifiableRoots.size > 0 && !ctx.reachedBlocks.has(addrKey(fromBig(r.parent)));
   }
 }
 
@@ -346,7 +346,7 @@ export function compareExtents(ctx: CheckContext): void {
   if (!ctx.extentTreeOk) return;
   const where = (rec: ExtentRecord) => ({ tree: OBJ.EXTENT_TREE, block: rec.block, key: rec.key });
   for (const rec of ctx.extents.values()) {
-    const id = fromBig(rec.bytenr);
+    const id = addrKey(fromBig(rec.bytenr));
     const f = rec.metadata ? found.blocks.get(id) : found.data.get(id);
     if (f && agrees(rec, f.refs) && (rec.metadata ? rec.level === undefined || (f as { level: number }).level === rec.level
       : (f as { numBytes: bigint; otherSizes?: bigint[] }).numBytes === rec.numBytes && !(f as { otherSizes?: bigint[] }).otherSizes)) continue;
@@ -387,12 +387,14 @@ export function compareExtents(ctx: CheckContext): void {
       }
     }
   }
-  for (const [bytenr, f] of found.blocks) {
-    if (ctx.extents.has(bytenr)) continue;
-    report.error('ref-mismatch', `ref mismatch on [${bytenr} ${ctx.info.nodesize}] extent item 0, found ${f.refs.length}`, { tree: f.tree, block: toBig(bytenr) });
+  for (const [id, f] of found.blocks) {
+    if (ctx.extents.has(id)) continue;
+    const bytenr = keyAddr(id);
+    report.error('ref-mismatch', `ref mismatch on [${bytenr} ${ctx.info.nodesize}] extent item 0, found ${f.refs.length}`, { tree: f.tree, block: bytenr });
   }
-  for (const [bytenr, f] of found.data) {
-    if (ctx.extents.has(bytenr)) continue;
+  for (const [id, f] of found.data) {
+    if (ctx.extents.has(id)) continue;
+    const bytenr = keyAddr(id);
     const n = f.refs.reduce((s, r) => s + refCount(r), 0);
     report.error('ref-mismatch', `ref mismatch on [${bytenr} ${f.numBytes}] extent item 0, found ${n}`, { tree: f.where.tree, key: f.where.key, inode: f.where.inode });
   }

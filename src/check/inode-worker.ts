@@ -17,7 +17,7 @@ import type { CheckContext, RootRecord } from './context.js';
 import { loadCsums } from './csums.js';
 import { inodePass, type InodeOptions, type PreallocCsum, type SubvolEntry } from './inodes.js';
 import { Reporter, type Finding } from './report.js';
-import type { U64 } from './u64.js';
+import type { AddrKey, U64 } from './u64.js';
 
 export interface InodeResults {
   findings: Finding[];
@@ -40,7 +40,7 @@ async function work(job: Job, post: (m: Message) => void): Promise<void> {
     const report = new Reporter();
     const base = {
       info, roots: job.roots, extents: new Map(), blockGroups: [], found: { blocks: new Map(), data: new Map() },
-      extentTreeOk: false, treesOk: true, unverifiableRoots: new Set<bigint>(), reachedBlocks: new Set<bigint>(),
+      extentTreeOk: false, treesOk: true, unverifiableRoots: new Set<bigint>(), reachedBlocks: new Set<AddrKey>(),
     };
     // The checksum tree's coverage only: its own findings are the main thread's to report.
     const csumCtx: CheckContext = { ...base, report: new Reporter() };

@@ -32,7 +32,7 @@ import {
 } from './inode-items.js';
 import { Screener } from './inode-screen.js';
 import { forEachLeaf, leafOrder, prefetch, readBlock, type LeafPos } from './walk.js';
-import { fromBig, readU64, toBig, type U64 } from './u64.js';
+import { addrKey, fromBig, readU64, toBig, type U64 } from './u64.js';
 
 export type { SubvolEntry } from './inode-items.js';
 
@@ -97,7 +97,7 @@ export interface PreallocCsum { tree: bigint; ino: U64; key: Key; start: U64; le
  */
 export function judgePrealloc(ctx: CheckContext, list: PreallocCsum[], written: Set<U64>): void {
   for (const p of list) {
-    const e = ctx.extents.get(p.start);
+    const e = ctx.extents.get(addrKey(p.start));
     const where = { tree: p.tree, key: p.key, inode: toBig(p.ino) };
     if (!e || e.metadata || e.numBytes !== toBig(p.len)) {
       ctx.report.error('odd-csum-item', `root ${p.tree} inode ${p.ino} errors: odd csum item (preallocated range [${p.start} ${p.len}] has checksums and is not an extent of its own)`, where);

@@ -27,7 +27,7 @@ import type { TreeBlock } from '../format/tree-block.js';
 import { walkBlocks, type RootLocation } from '../tree/search.js';
 import type { BlockShape, CheckContext, RecordedRef } from './context.js';
 import { childExps, prefetch, readBlock } from './walk.js';
-import { fromBig, readBig, readU64, smallBig, toBig, type U64 } from './u64.js';
+import { addrKey, fromBig, keyAddr, readBig, readU64, smallBig, toBig, type AddrKey, type U64 } from './u64.js';
 import { HEADER_SIZE, ITEM_SIZE } from '../format/constants.js';
 
 interface Parent { block: TreeBlock; fullBackref: boolean }
@@ -71,8 +71,8 @@ export function shapeOf(block: TreeBlock): BlockShape {
 export async function walkTrees(ctx: CheckContext): Promise<void> {
   const { report } = ctx;
   if (ctx.roots.some((r) => r.objectid === OBJ.QUOTA_TREE)) ctx.shapes = new Map();
-  const expanded = new Set<U64>();
-  const facts = new Map<U64, BlockFacts>();
+  const expanded = new Set<AddrKey>();
+  const facts = new Map<AddrKey, BlockFacts>();
   const rootBlocks = new Set<bigint>();
   for (const r of ctx.roots) if (r.partiallyDropped) ctx.unverifiableRoots.add(r.objectid);
   // Metadata in use, in blocks: what the walk will read, near enough, for progress.
@@ -95,7 +95,7 @@ export async function walkTrees(ctx: CheckContext): Promise<void> {
   }
 }
 
-function addRef(map: Map<U64, { level: number; refs: RecordedRef[]; tree: bigint }>, bytenr: U64, level: number, tree: bigint, ref: RecordedRef): void {
+function addRef(map: Map<AddrKey, { level: number; refs: RecordedRef[]; tree: bigint }>, bytenr: AddrKey, level: number, tree: bigint, ref: RecordedRef): void {
   let e = map.get(bytenr);
   if (!e) map.set(bytenr, e = { level, refs: [], tree });
   e.refs.push(ref);
@@ -129,17 +129,17 @@ function refOffset(fileOffset: U64, extentOffset: U64): bigint {
 
 async function walkOne(
   ctx: CheckContext, root: RootLocation, refRoot: bigint, lastSnapshot: bigint,
-  expanded: Set<U64>, facts: Map<U64, BlockFacts>, metaBlocks: number,
+  expanded: Set<AddrKey>, facts: Map<AddrKey, BlockFacts>, metaBlocks: number,
 ): Promise<void> {
   const { info, report, found } = ctx;
-  const inTree = new Set<U64>();
+  const inTree = new Set<AddrKey>();
   const superGenLimit = info.sb.generation + ONE;
   const superGenLimitU64 = fromBig(superGenLimit);
   const bgTree = (info.sb.compat_ro_flags & FEATURE_COMPAT_RO.BLOCK_GROUP_TREE) !== 0n;
 
   /** Full-backref mode of a block just read: the extent item's flag, unless it cannot be right (then overruled and reported). */
   const backrefMode = (block: TreeBlock, isRoot: boolean): boolean => {
-    const rec = ctx.extents.get(fromBig(block.bytenr));
+    const rec = ctx.extents.get(addrKey(fromBig(block.bytenr)));
     const relocFlag = (block.header.flags & HEADER_FLAG.RELOC) !== 0n;
     let full = rec ? (rec.flags & EXTENT_FLAG.FULL_BACKREF) !== 0n : (sharesBlocks(refRoot) || refRoot === OBJ.TREE_RELOC) && !isRoot && relocFlag;
     let wrong = false;
@@ -158,7 +158,7 @@ async function walkOne(
   };
 
   const visit = async (bytenr: bigint, level: number, generation: bigint, firstKey: Key | undefined, hi: Key | undefined, parent: Parent | undefined): Promise<void> => {
-    const id = fromBig(bytenr);
+    const id = addrKey(fromBig(bytenr));
     if (inTree.has(id)) {
       report.error('tree-loop', `tree block ${bytenr} is referenced more than once in tree ${root.objectid}`, { tree: root.objectid, block: bytenr });
       return;
@@ -211,7 +211,7 @@ async function walkOne(
     if (!block.isLeaf) {
       const me: Parent = { block, fullBackref: full };
       // Children already expanded from another tree are not read again.
-      prefetch(ctx, childExps(block, root.objectid).filter((c) => !expanded.has(fromBig(c.bytenr))));
+      prefetch(ctx, childExps(block, root.objectid).filter((c) => !expanded.has(addrKey(fromBig(c.bytenr)))));
       for (let i = 0; i < block.ptrs.length; i++) {
         const p = block.ptrs[i]!;
         const next = block.ptrs[i + 1]?.key ?? hi;
@@ -248,10 +248,11 @@ async function walkOne(
           { tree: root.objectid, block: bytenr, key: k, inode: k.objectid });
       }
       const diskNumBytes = readBig(d, at + 29);
-      let e = found.data.get(disk);
+      const dk = addrKey(disk);
+      let e = found.data.get(dk);
       if (!e) {
         const k = block.itemKeyAt(slot);
-        found.data.set(disk, e = { numBytes: diskNumBytes, refs: [], where: { tree: block.owner, inode: k.objectid, key: k } });
+        found.data.set(dk, e = { numBytes: diskNumBytes, refs: [], where: { tree: block.owner, inode: k.objectid, key: k } });
       } else if (e.numBytes !== diskNumBytes && !e.otherSizes?.includes(diskNumBytes)) (e.otherSizes ??= []).push(diskNumBytes);
       e.refs.push(full ? { kind: 'shared-data', parent: bytenr, count: 1 }
         : { kind: 'data', root: block.owner, objectid, offset: refOffset(readU64(d, keyAt + 9), readU64(d, at + 37)), count: 1 });
@@ -271,7 +272,7 @@ async function walkOne(
  * of that id must reference it directly, or (a block below shared nodes) the
  * owner's tree must lead to it when searched for its first key.
  */
-async function checkOwners(ctx: CheckContext, facts: Map<U64, BlockFacts>, rootBlocks: Set<bigint>): Promise<void> {
+async function checkOwners(ctx: CheckContext, facts: Map<AddrKey, BlockFacts>, rootBlocks: Set<bigint>): Promise<void> {
   const { info, report } = ctx;
   const rootOf = (id: bigint): RootLocation | undefined => {
     if (id === OBJ.ROOT_TREE) return info.treeRoot;
@@ -285,7 +286,7 @@ async function checkOwners(ctx: CheckContext, facts: Map<U64, BlockFacts>, rootB
   for (const [id, f] of facts) {
     if (f.fullBackref) continue;
     const refs = ctx.found.blocks.get(id)?.refs ?? [];
-    const bytenr = toBig(id);
+    const bytenr = keyAddr(id);
     if (refs.some((r) => r.kind === 'tree' && r.root === f.owner)) continue;
     let ok = false;
     if (!rootBlocks.has(bytenr) && f.firstKey) {

@@ -52,3 +52,30 @@ export function smallBig(v: bigint | number): bigint {
   if (typeof v === 'number') return v < SMALL ? SMALL_BIGS[v]! : BigInt(v);
   return v >= 0n && v < 4096n ? SMALL_BIGS[Number(v)]! : v;
 }
+
+declare const ADDR_KEY: unique symbol;
+/**
+ * A byte address as a map key (see addrKey). Branded, so that a map keyed by
+ * addresses cannot be handed a raw U64 by mistake.
+ */
+export type AddrKey = (number | bigint) & { readonly [ADDR_KEY]: true };
+
+const KEY_UNIT = 4096;
+const KEY_LIMIT = KEY_UNIT * 2 ** 30;
+
+/**
+ * The key of byte address `v` in a map: `v / 4096` when `v` is 4 KiB aligned
+ * (every tree block and data extent: the sector size is at least 4 KiB) and
+ * below 4 TiB, else `v` as a bigint. V8 hashes small integers fastest and
+ * boxes every number above 2^31 (most addresses) in a heap object of its
+ * own; a bigint key never equals a number key, so the two kinds cannot collide.
+ */
+export function addrKey(v: U64): AddrKey {
+  if (typeof v === 'number' && v < KEY_LIMIT && v % KEY_UNIT === 0) return (v / KEY_UNIT) as AddrKey;
+  return toBig(v) as AddrKey;
+}
+
+/** The address a key stands for, as a bigint (for messages). */
+export function keyAddr(k: AddrKey): bigint {
+  return typeof k === 'number' ? BigInt(k) * 4096n : k;
+}
