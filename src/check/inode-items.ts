@@ -13,7 +13,7 @@ import type { TreeBlock } from '../format/tree-block.js';
 import { nameHashAt } from '../util/checksum.js';
 import type { CheckContext } from './context.js';
 import { csumBytesIn } from './csums.js';
-import { addU64, fromBig, readU64, toBig, type U64 } from './u64.js';
+import { addrKey, addU64, fromBig, readU64, toBig, type AddrKey, type U64 } from './u64.js';
 
 export const NONE = -1;
 
@@ -107,7 +107,7 @@ export const printable = (latin1: string) => Buffer.from(latin1, 'latin1').toStr
 
 export class LeafScanner {
   /** disk bytenrs of written (regular) file extents, for judging preallocated ranges with checksums */
-  readonly writtenExtents = new Set<U64>();
+  readonly writtenExtents = new Set<AddrKey>();
   readonly noHoles: boolean;
   private readonly ss: number;
   /** What one inline extent may hold: less than a sector, and less than a leaf item. */
@@ -307,7 +307,7 @@ export class LeafScanner {
     o.extentEnd = addU64(off, numBytes);
     // The data relocation tree copies extents whatever their checksums: nothing to demand of it.
     if (diskBytenr === 0 || leafOwner === OBJ.DATA_RELOC_TREE || dataReloc) return;
-    if (type === FILE_EXTENT.REG) this.writtenExtents.add(diskBytenr);
+    if (type === FILE_EXTENT.REG) this.writtenExtents.add(addrKey(diskBytenr));
     let start = diskBytenr;
     let len = numBytes;
     if (compression) len = readU64(d, at + 29);

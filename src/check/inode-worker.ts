@@ -25,7 +25,7 @@ export interface InodeResults {
   dropped: number;
   subvol: SubvolEntry[];
   prealloc: PreallocCsum[];
-  written: U64[];
+  written: AddrKey[];
   inodes: number;
   screened: number;
 }

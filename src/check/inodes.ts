@@ -32,7 +32,7 @@ import {
 } from './inode-items.js';
 import { Screener } from './inode-screen.js';
 import { forEachLeaf, leafOrder, prefetch, readBlock, type LeafPos } from './walk.js';
-import { addrKey, fromBig, readU64, toBig, type U64 } from './u64.js';
+import { addrKey, fromBig, readU64, toBig, type AddrKey, type U64 } from './u64.js';
 
 export type { SubvolEntry } from './inode-items.js';
 
@@ -95,13 +95,13 @@ export interface PreallocCsum { tree: bigint; ino: U64; key: Key; start: U64; le
  * and then for a written (regular) reference to it; anything else is an
  * odd csum item.
  */
-export function judgePrealloc(ctx: CheckContext, list: PreallocCsum[], written: Set<U64>): void {
+export function judgePrealloc(ctx: CheckContext, list: PreallocCsum[], written: Set<AddrKey>): void {
   for (const p of list) {
     const e = ctx.extents.get(addrKey(p.start));
     const where = { tree: p.tree, key: p.key, inode: toBig(p.ino) };
     if (!e || e.metadata || e.numBytes !== toBig(p.len)) {
       ctx.report.error('odd-csum-item', `root ${p.tree} inode ${p.ino} errors: odd csum item (preallocated range [${p.start} ${p.len}] has checksums and is not an extent of its own)`, where);
-    } else if (!written.has(p.start)) {
+    } else if (!written.has(addrKey(p.start))) {
       ctx.report.error('odd-csum-item', `root ${p.tree} inode ${p.ino} errors: odd csum item (preallocated extent ${p.start} has checksums but was never written)`, where);
     }
   }
@@ -124,7 +124,7 @@ export async function checkInodes(ctx: CheckContext, onSubvolEntry: (e: SubvolEn
  * ranges with checksums and the written extents, for judgePrealloc. (A
  * worker thread runs this part while the main one walks the trees.)
  */
-export async function inodePass(ctx: CheckContext, onSubvolEntry: (e: SubvolEntry) => void, opts: InodeOptions = {}): Promise<{ prealloc: PreallocCsum[]; written: Set<U64> }> {
+export async function inodePass(ctx: CheckContext, onSubvolEntry: (e: SubvolEntry) => void, opts: InodeOptions = {}): Promise<{ prealloc: PreallocCsum[]; written: Set<AddrKey> }> {
   const pass = new InodePass(ctx, onSubvolEntry, opts.incremental ?? true, opts.screen ?? true);
   const trees = ctx.roots.filter((r) => isFsTree(r.objectid) && !r.partiallyDropped);
   for (let i = 0; i < trees.length; i++) {
@@ -145,7 +145,7 @@ class InodePass {
     if (screen) this.screener = new Screener(ctx, this.scanner);
   }
 
-  get writtenExtents(): Set<U64> { return this.scanner.writtenExtents; }
+  get writtenExtents(): Set<AddrKey> { return this.scanner.writtenExtents; }
 
   async checkTree(root: RootRecord): Promise<void> {
     const { report } = this.ctx;
