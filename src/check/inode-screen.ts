@@ -29,7 +29,7 @@ import { keyEquals, type Key } from '../format/key.js';
 import type { CheckContext, RootRecord } from './context.js';
 import { FREE_SPACE_OBJECTID, FT_OF_MODE, LeafScanner, Own, type ItemSink, type SubvolEntry } from './inode-items.js';
 import { forEachLeaf, prefetch, readBlock, type LeafPos } from './walk.js';
-import { fromBig, readU64, type U64 } from './u64.js';
+import { addrKey, fromBig, keyAddr, readU64, type AddrKey, type U64 } from './u64.js';
 
 // One record per inode slot, FIELDS int32s wide.
 const OWN = 0; // 0: no own items; SOUND: its own items are sound; else: not
@@ -100,7 +100,7 @@ interface Screen {
    * its leaves by bytenr (below 2^53 on any real filesystem), with the
    * generation and first key its pointers (verified against the block) gave
    */
-  leaves: Map<number, LeafSeen>;
+  leaves: Map<AddrKey, LeafSeen>;
   /** FIELDS int32s per inode slot */
   a: Int32Array;
   subvol: (SubvolEntry & { leaf: bigint })[];
@@ -216,7 +216,7 @@ export class Screener {
     const sink = new ScreenSink(this, this.scanner, s, rootDir);
     const loc = { objectid: root.objectid, bytenr: root.item.bytenr, level: root.item.level, generation: root.item.generation };
     await forEachLeaf(this.ctx, loc, (leaf) => {
-      s.leaves.set(Number(leaf.bytenr), { generation: leaf.generation, firstKey: leaf.nritems > 0 ? leaf.itemKeyAt(0) : undefined });
+      s.leaves.set(addrKey(fromBig(leaf.bytenr)), { generation: leaf.generation, firstKey: leaf.nritems > 0 ? leaf.itemKeyAt(0) : undefined });
       this.scanner.scanLeaf(leaf, sink, dataReloc, undefined, true, false);
     });
     sink.finish();
@@ -229,19 +229,19 @@ export class Screener {
     let shared = 0;
     for (const k of this.kept) {
       let n = 0;
-      for (const l of order) if (k.leaves.has(Number(l.bytenr))) n++;
+      for (const l of order) if (k.leaves.has(l.key)) n++;
       if (n > shared) { shared = n; base = k; }
     }
     if (!base || shared < order.length * 0.5) return undefined;
-    const leaves = new Map<number, LeafSeen>();
+    const leaves = new Map<AddrKey, LeafSeen>();
     // The pointer's expectation is already the pair kept: no object per leaf.
-    for (const l of order) leaves.set(Number(l.bytenr), l.exp);
-    const added = order.filter((l) => !base.leaves.has(Number(l.bytenr)));
-    const removed: number[] = [];
+    for (const l of order) leaves.set(l.key, l.exp);
+    const added = order.filter((l) => !base.leaves.has(l.key));
+    const removed: AddrKey[] = [];
     for (const b of base.leaves.keys()) if (!leaves.has(b)) removed.push(b);
     const a = new Int32Array(Math.max(base.a.length, this.inos.length * FIELDS));
     a.set(base.a);
-    const s: Screen = { tree: root.objectid, leaves, a, subvol: base.subvol.filter((e) => leaves.has(Number(e.leaf))), odd: false };
+    const s: Screen = { tree: root.objectid, leaves, a, subvol: base.subvol.filter((e) => leaves.has(addrKey(fromBig(e.leaf)))), odd: false };
     const sink = new ScreenSink(this, this.scanner, s, rootDir);
 
     // Inodes whose own items lie in a leaf one tree has and the other has not; the names the old leaves gave taken away.
@@ -254,7 +254,7 @@ export class Screener {
         if (ino !== FREE_SPACE_OBJECTID && d[at + 8] !== KEY.ORPHAN_ITEM) changed.add(ino);
       }
     };
-    prefetch(this.ctx, [...added.map((l) => l.exp), ...removed.map((b) => ({ bytenr: BigInt(b), level: 0 }))]);
+    prefetch(this.ctx, [...added.map((l) => l.exp), ...removed.map((b) => ({ bytenr: keyAddr(b), level: 0 }))]);
     const addedBlocks = new Map<bigint, TreeBlock>();
     for (const l of added) {
       const b = await readBlock(this.ctx, l.exp);
@@ -262,7 +262,7 @@ export class Screener {
       objectids(b);
     }
     for (const bytenr of removed) {
-      const b = await readBlock(this.ctx, { bytenr: BigInt(bytenr), level: 0 });
+      const b = await readBlock(this.ctx, { bytenr: keyAddr(bytenr), level: 0 });
       objectids(b);
       sink.takeEntries(b);
     }
@@ -272,13 +272,13 @@ export class Screener {
     // than the block cache that would be a second read of every leaf, per snapshot).
     for (const l of order) {
       if (addedBlocks.has(l.bytenr)) continue;
-      const seen = base.leaves.get(Number(l.bytenr))!;
+      const seen = base.leaves.get(l.key)!;
       if (seen.generation === l.exp.generation && seen.firstKey !== undefined && keyEquals(seen.firstKey, l.exp.firstKey)) continue;
       await readBlock(this.ctx, l.exp);
     }
 
     for (const ino of changed) sink.forget(ino);
-    const sorted = [...changed].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+    const sorted = sortU64(changed);
     const holds = (from: U64, to: U64 | undefined): boolean => {
       let lo = 0;
       let hi = sorted.length;
@@ -303,13 +303,14 @@ export class Screener {
     let inodes = 0;
     let sound = !s.odd;
     let rootSeen = false;
+    const rootSlot = typeof rootDir === 'number' ? this.slotOf(rootDir) : -1;
     for (let i = 0, f = 0; i < n; i++, f += FIELDS) {
       const own = a[f + OWN]!;
       if (own === 0 && a[f + ITEM_N] === 0 && a[f + INDEX_N] === 0) continue;
       inodes++;
       if (!sound) continue;
       if (own !== SOUND) { sound = false; continue; }
-      if (this.inos[i] === rootDir) {
+      if (i === rootSlot) {
         // The root directory: no name but its own "..", checked when its items were read.
         rootSeen = true;
         if (a[f + ITEM_N] !== 0 || a[f + INDEX_N] !== 0) sound = false;
@@ -440,6 +441,14 @@ class ScreenSink implements ItemSink {
   orphan(): void {}
 
   subvol(e: SubvolEntry & { leaf: bigint }): void { this.s.subvol.push(e); }
+}
+
+/** The values in ascending order: as doubles (a numeric typed-array sort, no comparator calls) unless one is a bigint. */
+function sortU64(values: Set<U64>): ArrayLike<U64> {
+  let numbers = true;
+  for (const v of values) if (typeof v !== 'number') { numbers = false; break; }
+  if (numbers) return Float64Array.from(values as Set<number>).sort();
+  return [...values].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
 }
 
 /** No two of an inode's names are the same (parent, name): a duplicate would cancel out nowhere, but it is a finding. */

@@ -7,7 +7,7 @@
  * more than the work done on it.
  */
 import type { Key } from '../format/key.js';
-import { fromBig, type U64 } from './u64.js';
+import { addrKey, fromBig, type AddrKey, type U64 } from './u64.js';
 import type { TreeBlock } from '../format/tree-block.js';
 import type { BlockExpectation } from '../verify/tree-checker.js';
 import type { RootLocation } from '../tree/search.js';
@@ -74,7 +74,8 @@ export async function forEachItem(ctx: CheckContext, loc: RootLocation, fn: (key
 }
 
 /** A leaf of a tree: where it is, what its parent expects of it, and the objectid of its first key. */
-export interface LeafPos { bytenr: bigint; first: U64; exp: { bytenr: bigint; level: number; generation: bigint; firstKey: Key; owner: bigint } }
+/** A leaf of a tree: where it is (and that as a map key), what its parent expects of it, and the objectid of its first key. */
+export interface LeafPos { bytenr: bigint; key: AddrKey; first: U64; exp: { bytenr: bigint; level: number; generation: bigint; firstKey: Key; owner: bigint } }
 
 /** A tree's leaves in key order, from its nodes alone (no leaf is read). */
 export async function leafOrder(ctx: CheckContext, loc: { objectid: bigint; bytenr: bigint; level: number; generation: bigint }): Promise<LeafPos[]> {
@@ -82,14 +83,14 @@ export async function leafOrder(ctx: CheckContext, loc: { objectid: bigint; byte
   if (loc.level === 0) {
     const b = await readBlock(ctx, { bytenr: loc.bytenr, level: 0, generation: loc.generation, owner: loc.objectid });
     const first = b.firstKey();
-    out.push({ bytenr: b.bytenr, first: first ? fromBig(first.objectid) : 0, exp: { bytenr: b.bytenr, level: 0, generation: loc.generation, firstKey: first ?? { objectid: 0n, type: 0, offset: 0n }, owner: loc.objectid } });
+    out.push({ bytenr: b.bytenr, key: addrKey(fromBig(b.bytenr)), first: first ? fromBig(first.objectid) : 0, exp: { bytenr: b.bytenr, level: 0, generation: loc.generation, firstKey: first ?? { objectid: 0n, type: 0, offset: 0n }, owner: loc.objectid } });
     return out;
   }
   const visit = async (exp: BlockExpectation): Promise<void> => {
     const b = await readBlock(ctx, exp);
     if (b.level === 1) {
       for (const p of b.ptrs) {
-        out.push({ bytenr: p.blockptr, first: fromBig(p.key.objectid), exp: { bytenr: p.blockptr, level: 0, generation: p.generation, firstKey: p.key, owner: loc.objectid } });
+        out.push({ bytenr: p.blockptr, key: addrKey(fromBig(p.blockptr)), first: fromBig(p.key.objectid), exp: { bytenr: p.blockptr, level: 0, generation: p.generation, firstKey: p.key, owner: loc.objectid } });
       }
       return;
     }
