@@ -7,7 +7,7 @@ import type { FsInfo } from '../tree/fs-info.js';
 import type { RootItem } from '../format/items/root-item.js';
 import type { Key } from '../format/key.js';
 import type { Reporter } from './report.js';
-import type { AddrKey } from './u64.js';
+import type { AddrKey, U64 } from './u64.js';
 
 export interface RootRecord {
   objectid: bigint;
@@ -22,7 +22,8 @@ export interface RootRecord {
 export type RecordedRef =
   | { kind: 'tree'; root: bigint }
   | { kind: 'shared-block'; parent: bigint }
-  | { kind: 'data'; root: bigint; objectid: bigint; offset: bigint; count: number }
+  // Inode number and offset as U64s (numbers below 2^53): one of these is kept per data extent reference.
+  | { kind: 'data'; root: bigint; objectid: U64; offset: U64; count: number }
   | { kind: 'shared-data'; parent: bigint; count: number };
 
 export interface ExtentRecord {

@@ -74,7 +74,7 @@ function parseExtentItem(d: Buffer, at: number, len: number, skinny: boolean): {
       case KEY.TREE_BLOCK_REF: recorded.push({ kind: 'tree', root: readBig(d, off + 1) }); break;
       case KEY.SHARED_BLOCK_REF: recorded.push({ kind: 'shared-block', parent: readBig(d, off + 1) }); break;
       case KEY.EXTENT_DATA_REF:
-        recorded.push({ kind: 'data', root: readBig(d, off + 1), objectid: readBig(d, off + 9), offset: readBig(d, off + 17), count: d.readUInt32LE(off + 25) });
+        recorded.push({ kind: 'data', root: readBig(d, off + 1), objectid: readU64(d, off + 9), offset: readU64(d, off + 17), count: d.readUInt32LE(off + 25) });
         break;
       case KEY.SHARED_DATA_REF: recorded.push({ kind: 'shared-data', parent: readBig(d, off + 1), count: d.readUInt32LE(off + 9) }); break;
       case KEY.EXTENT_OWNER_REF: ownerRef = true; break;
@@ -203,7 +203,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
           }
           case KEY.EXTENT_DATA_REF: {
             const r = decodeExtentDataRef(it.data);
-            attach(block, slot, { kind: 'data', root: r.root, objectid: r.objectid, offset: r.offset, count: r.count });
+            attach(block, slot, { kind: 'data', root: r.root, objectid: fromBig(r.objectid), offset: fromBig(r.offset), count: r.count });
             break;
           }
           case KEY.SHARED_DATA_REF: attach(block, slot, { kind: 'shared-data', parent: k.offset, count: decodeSharedDataRef(it.data).count }); break;

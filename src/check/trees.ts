@@ -121,10 +121,10 @@ function wrongTreeFor(type: number, owner: bigint, bgTree: boolean): boolean {
 
 const ONE = 1n;
 
-/** A data backref's offset: the file offset less the offset into the extent, wrapping as a u64 (a bigint only for the odd case). */
-function refOffset(fileOffset: U64, extentOffset: U64): bigint {
-  if (typeof fileOffset === 'number' && typeof extentOffset === 'number' && fileOffset >= extentOffset) return smallBig(fileOffset - extentOffset);
-  return smallBig(BigInt.asUintN(64, toBig(fileOffset) - toBig(extentOffset)));
+/** A data backref's offset: the file offset less the offset into the extent, wrapping as a u64. */
+function refOffset(fileOffset: U64, extentOffset: U64): U64 {
+  if (typeof fileOffset === 'number' && typeof extentOffset === 'number' && fileOffset >= extentOffset) return fileOffset - extentOffset;
+  return fromBig(BigInt.asUintN(64, toBig(fileOffset) - toBig(extentOffset)));
 }
 
 async function walkOne(
@@ -240,7 +240,7 @@ async function walkOne(
       if (disk === 0) continue;
       // Kept values as few bigint objects as may be (see readBig): one of these is kept per file extent.
       const keyAt = HEADER_SIZE + slot * ITEM_SIZE;
-      const objectid = readBig(d, keyAt);
+      const objectid = readU64(d, keyAt);
       const feGen = readU64(d, at);
       if (feGen > superGenLimitU64) {
         const k = block.itemKeyAt(slot);
