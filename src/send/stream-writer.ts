@@ -77,7 +77,10 @@ export class StreamWriter {
   /** Throws if the consumer is gone (so long computations stop early). */
   check(): void {
     if (this.failure) throw this.failure;
-    const w = this.out as NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean };
+    const w = this.out as NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean; errored?: Error | null };
+    // a write that failed marks the stream errored at once; its 'error' event comes a tick later
+    if (w.errored) this.onError(w.errored);
+    if (this.failure) throw this.failure;
     if (w.destroyed || w.writableEnded) {
       this.failure = new BtrfsError('EIO', 'send stream consumer closed before the end of the stream');
       throw this.failure;
@@ -183,9 +186,11 @@ export class StreamWriter {
         const w = this.out as NodeJS.WritableStream & { writableFinished?: boolean };
         const onErr = (e: Error): void => reject(new BtrfsError('EIO', `send stream consumer failed: ${e.message}`, { cause: e }));
         this.out.once('error', onErr);
-        this.out.end(() => {
+        // end's callback is given the consumer's error (before the 'error' event) when a last write failed
+        (this.out.end as (cb: (err?: Error | null) => void) => void)((err) => {
           this.out.off('error', onErr);
-          resolve();
+          if (err) onErr(err);
+          else resolve();
         });
         if (w.writableFinished) resolve();
       });
@@ -196,6 +201,8 @@ export class StreamWriter {
   detach(): void {
     this.out.off('error', this.onError);
     this.out.off('close', this.onClose);
+    // a failed consumer's 'error' event may still be on its way: send already reported it as EIO
+    if ((this.out as NodeJS.WritableStream & { errored?: Error | null }).errored) this.out.once('error', () => undefined);
   }
 
   // ---------------------------------------------------------------- commands
