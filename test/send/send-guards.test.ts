@@ -57,6 +57,18 @@ function sink(opts: { delayMs?: number; failAfter?: number; closeAfter?: number 
   return w;
 }
 
+/** Opens the image for writing, waiting (up to 10 s) while another process holds its lock for a moment. */
+async function openWhenFree(img: string): Promise<FileDevice> {
+  for (let i = 0; ; i++) {
+    try {
+      return await FileDevice.open(img, {});
+    } catch (e) {
+      if (!isBtrfsError(e, 'EBUSY') || i >= 200) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
 /** A consumer that takes the first chunk and then holds everything until open() is called. */
 function gate(): Writable & { open(): void; started: Promise<void> } {
   let held: (() => void)[] | undefined = [];
@@ -212,7 +224,8 @@ describe('send: the guards around roots being sent', function () {
         seen = (await liveRegistrations<{ roots: string[] }>(img, SEND_KIND)).some((r) => r.roots.includes(String(ids.get('s0'))));
       }
       expect(seen, 'the sending process registered').to.equal(true);
-      const writer = await FsWriter.open(await FileDevice.open(img, {}), { now: () => NOW });
+      // the sender registers while it holds the image lock and lets go just after: wait for that
+      const writer = await FsWriter.open(await openWhenFree(img), { now: () => NOW });
       try {
         const ctx: SubvolContext = { writer, locks: new RootLocks(), imagePath: img, now: () => NOW };
         expect(isBtrfsError(await errOf(deleteSubvolume(ctx, ids.get('s0')!)), 'EPERM')).to.equal(true);
