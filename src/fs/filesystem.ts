@@ -25,6 +25,7 @@ import { FileReader, type FilePiece } from './file-read.js';
 import { listXattrs, getXattr } from './xattr.js';
 import { listSubvolumes, defaultSubvolume, hasRootRef, type SubvolumeInfo } from './subvolumes.js';
 import { Stats } from './stats.js';
+import { walkPath } from './path-walk.js';
 
 export interface FilesystemOpenOptions extends OpenOptions {
   /** default true: nothing is written and no lock is taken */
@@ -65,7 +66,6 @@ export class Dirent {
   isSocket(): boolean { return this.type === 'socket'; }
 }
 
-const MAX_SYMLINKS = 40;
 /** The kernel stores a symlink target inline, at most PATH_MAX - 1 bytes. */
 const MAX_SYMLINK_BYTES = 4095;
 /** Largest file readFile will put into one Buffer (node's own limit). */
@@ -199,34 +199,15 @@ export class Filesystem {
    */
   protected async walk(path: string, follow = false): Promise<Resolved[]> {
     if (typeof path !== 'string') throw new BtrfsError('EINVAL', 'path must be a string');
-    const pending = path.split('/').filter((c) => c !== '' && c !== '.');
     const baseRoot = await this.rootOfNow(this.base, path);
-    const stack: Resolved[] = [{ path, subvol: this.base, root: baseRoot, ino: ROOT_DIR_INO, item: await readInodeItem(this.info, baseRoot, ROOT_DIR_INO, path) }];
-    let links = 0;
-    while (pending.length) {
-      const comp = pending.shift()!;
-      if (comp === '..') {
-        if (stack.length > 1) stack.pop();
-        continue;
-      }
-      const cur = stack[stack.length - 1]!;
-      if ((cur.item.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError('ENOTDIR', 'not a directory', { path, syscall: 'lstat' });
-      const nameBuf = Buffer.from(comp, 'utf8');
-      if (nameBuf.length > 255) throw new BtrfsError('ENAMETOOLONG', 'name too long', { path });
-      const d = cur.placeholder ? undefined : await lookupName(this.info, cur.root, cur.ino, nameBuf);
-      if (!d) throw new BtrfsError('ENOENT', 'no such file or directory', { path, syscall: 'lstat' });
-      const next = await this.follow(cur, d.location, path);
-      if ((next.item.mode & S_IFMT) === S_IFLNK && (pending.length > 0 || follow)) {
-        if (++links > MAX_SYMLINKS) throw new BtrfsError('ELOOP', 'too many levels of symbolic links', { path });
-        const target = (await this.symlinkTarget(next.root, next.ino, next.item, path)).toString('utf8');
-        // An absolute target starts again at the view's base, the root directory a mount of it would have.
-        if (target.startsWith('/')) stack.length = 1;
-        pending.unshift(...target.split('/').filter((c) => c !== '' && c !== '.'));
-        continue;
-      }
-      stack.push(next);
-    }
-    return stack;
+    const base: Resolved = { path, subvol: this.base, root: baseRoot, ino: ROOT_DIR_INO, item: await readInodeItem(this.info, baseRoot, ROOT_DIR_INO, path) };
+    return walkPath(path, base, {
+      child: async (dir, name) => {
+        const d = await lookupName(this.info, dir.root, dir.ino, name);
+        return d && this.follow(dir, d.location, path);
+      },
+      target: (link) => this.symlinkTarget(link.root, link.ino, link.item, path),
+    }, follow);
   }
 
   /**

@@ -1,20 +1,21 @@
 /**
  * Path resolution inside a running transaction, for the write operations:
- * the same walk as Filesystem.resolve (symlinks in the middle, and at the
- * end when asked; subvolumes crossed where their parent links them; the
- * kernel's empty placeholder where it does not), but reading the
+ * the same walk as Filesystem.resolve (path-walk.ts; subvolumes crossed
+ * where their parent links them, the kernel's empty placeholder where it
+ * does not), but reading the
  * transaction's trees directly, so a write needs no encoded snapshot of
  * every changed block first (that made each operation cost as much as all
  * the changes before it).
  */
 import { BtrfsError } from '../util/errors.js';
-import { KEY, OBJ, S_IFMT, S_IFDIR, S_IFLNK, ROOT_DIR_INO, NAME_LEN } from '../format/constants.js';
+import { KEY, OBJ, S_IFMT, S_IFDIR, S_IFLNK, ROOT_DIR_INO } from '../format/constants.js';
 import { key } from '../format/key.js';
 import { decodeFileExtentItem, isInlineExtent } from '../format/items/file-extent-item.js';
 import type { InodeItem } from '../format/items/inode-item.js';
 import type { Transaction } from '../transaction/transaction.js';
 import { findEntry, readInode } from './namespace.js';
 import { EMPTY_SUBVOL_DIR_INO } from './inode.js';
+import { walkPath } from './path-walk.js';
 
 export interface TxResolved {
   path: string;
@@ -24,55 +25,39 @@ export interface TxResolved {
   placeholder?: boolean;
 }
 
-const MAX_SYMLINKS = 40;
-
 export class TxView {
   constructor(private readonly t: Transaction, private readonly base: bigint = OBJ.FS_TREE) {}
 
   async resolve(path: string, follow = false): Promise<TxResolved> {
     const t = this.t;
     if (typeof path !== 'string') throw new BtrfsError('EINVAL', 'path must be a string');
-    const pending = path.split('/').filter((c) => c !== '' && c !== '.');
     const { item: rootItem } = await t.rootItem(this.base);
     const rootIno = rootItem.root_dirid || ROOT_DIR_INO;
-    const stack: TxResolved[] = [{ path, subvol: this.base, ino: rootIno, item: await readInode(t, this.base, rootIno) }];
-    let links = 0;
-    while (pending.length) {
-      const comp = pending.shift()!;
-      if (comp === '..') {
-        if (stack.length > 1) stack.pop();
-        continue;
-      }
-      const cur = stack[stack.length - 1]!;
-      if ((cur.item.mode & S_IFMT) !== S_IFDIR) throw new BtrfsError('ENOTDIR', 'not a directory', { path, syscall: 'lstat' });
-      const nb = Buffer.from(comp, 'utf8');
-      if (nb.length > NAME_LEN) throw new BtrfsError('ENAMETOOLONG', 'name too long', { path });
-      const d = cur.placeholder ? undefined : await findEntry(t, cur.subvol, cur.ino, nb);
-      if (!d) throw new BtrfsError('ENOENT', 'no such file or directory', { path, syscall: 'lstat' });
-      let next: TxResolved;
-      if (d.location.type === KEY.ROOT_ITEM) {
-        const child = d.location.objectid;
-        const linked = await t.lookup(OBJ.ROOT_TREE, key(cur.subvol, KEY.ROOT_REF, child));
-        const ri = linked ? await t.rootItem(child).catch(() => undefined) : undefined;
-        if (ri && ri.item.refs > 0) {
-          const ino = ri.item.root_dirid || ROOT_DIR_INO;
-          next = { path, subvol: child, ino, item: await readInode(t, child, ino) };
-        } else {
-          next = { path, subvol: cur.subvol, ino: EMPTY_SUBVOL_DIR_INO, item: { ...cur.item, mode: S_IFDIR | 0o755, nlink: 1, size: 0n }, placeholder: true };
-        }
-      } else {
-        next = { path, subvol: cur.subvol, ino: d.location.objectid, item: await readInode(t, cur.subvol, d.location.objectid) };
-      }
-      if ((next.item.mode & S_IFMT) === S_IFLNK && (pending.length > 0 || follow)) {
-        if (++links > MAX_SYMLINKS) throw new BtrfsError('ELOOP', 'too many levels of symbolic links', { path });
-        const target = (await this.target(next)).toString('utf8');
-        if (target.startsWith('/')) stack.length = 1;
-        pending.unshift(...target.split('/').filter((c) => c !== '' && c !== '.'));
-        continue;
-      }
-      stack.push(next);
-    }
+    const base: TxResolved = { path, subvol: this.base, ino: rootIno, item: await readInode(t, this.base, rootIno) };
+    const stack = await walkPath(path, base, { child: (dir, name) => this.child(dir, name, path), target: (link) => this.target(link) }, follow);
     return { ...stack[stack.length - 1]!, path };
+  }
+
+  /**
+   * Follows an entry of `dir`: into a subvolume when the parent links it (a
+   * ROOT_REF), to the kernel's empty placeholder when it does not, else to
+   * the inode.
+   */
+  private async child(dir: TxResolved, name: Buffer, path: string): Promise<TxResolved | undefined> {
+    const t = this.t;
+    const d = await findEntry(t, dir.subvol, dir.ino, name);
+    if (!d) return undefined;
+    if (d.location.type !== KEY.ROOT_ITEM) {
+      return { path, subvol: dir.subvol, ino: d.location.objectid, item: await readInode(t, dir.subvol, d.location.objectid) };
+    }
+    const child = d.location.objectid;
+    const linked = await t.lookup(OBJ.ROOT_TREE, key(dir.subvol, KEY.ROOT_REF, child));
+    const ri = linked ? await t.rootItem(child).catch(() => undefined) : undefined;
+    if (ri && ri.item.refs > 0) {
+      const ino = ri.item.root_dirid || ROOT_DIR_INO;
+      return { path, subvol: child, ino, item: await readInode(t, child, ino) };
+    }
+    return { path, subvol: dir.subvol, ino: EMPTY_SUBVOL_DIR_INO, item: { ...dir.item, mode: S_IFDIR | 0o755, nlink: 1, size: 0n }, placeholder: true };
   }
 
   /** A symlink's target: the kernel keeps it in one inline extent, never compressed. */
