@@ -37,7 +37,8 @@ export interface ExtentRecord {
   /** level from METADATA_ITEM key offset or tree_block_info */
   level?: number;
   recorded: RecordedRef[];
-  key: Key;
+  /** METADATA_ITEM (key offset = level) rather than EXTENT_ITEM (key offset = numBytes): with bytenr, the item's key */
+  skinny: boolean;
   block: bigint;
 }
 
@@ -48,7 +49,21 @@ export interface FoundRefs {
   /** tree blocks: bytenr (as an AddrKey) -> list of refs and the block's level */
   blocks: Map<AddrKey, { level: number; refs: RecordedRef[]; tree: bigint }>;
   /** data extents: disk_bytenr -> refs and the disk_num_bytes the file extents claimed (the first, and any different ones) */
-  data: Map<AddrKey, { numBytes: bigint; otherSizes?: bigint[]; refs: RecordedRef[]; where: { tree: bigint; inode: bigint; key: Key } }>;
+  data: Map<AddrKey, FoundData>;
+}
+
+/**
+ * A data extent as the file extents found it. One is kept per data extent of
+ * the filesystem, so the first file extent that names it is kept as numbers
+ * (tree, inode, file offset) rather than as a key object and its bigints.
+ */
+export interface FoundData {
+  numBytes: bigint;
+  otherSizes?: bigint[];
+  refs: RecordedRef[];
+  tree: bigint;
+  inode: U64;
+  fileOffset: U64;
 }
 
 /** A tree block's outgoing references: child blocks of a node, or (bytenr, disk_num_bytes) pairs of a leaf's file extents. */

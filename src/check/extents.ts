@@ -14,7 +14,8 @@ import type { RootLocation } from '../tree/search.js';
 import { forEachItem, forEachLeaf } from './walk.js';
 import { HEADER_SIZE, ITEM_SIZE } from '../format/constants.js';
 import type { TreeBlock } from '../format/tree-block.js';
-import type { BlockGroupRecord, CheckContext, ExtentRecord, RecordedRef } from './context.js';
+import type { BlockGroupRecord, CheckContext, ExtentRecord, FoundData, RecordedRef } from './context.js';
+import type { Key } from '../format/key.js';
 import { addrKey, addU64, fromBig, keyAddr, readBig, readU64, toBig, type U64 } from './u64.js';
 
 export function rootLocation(ctx: CheckContext, objectid: bigint): RootLocation | undefined {
@@ -32,6 +33,18 @@ function refKey(r: RecordedRef): string {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Where an extent record came from, for a finding: its block and its key, rebuilt (records keep no key object). */
+export function recordWhere(rec: ExtentRecord): { tree: bigint; block: bigint; key: Key } {
+  const key = { objectid: rec.bytenr, type: rec.skinny ? KEY.METADATA_ITEM : KEY.EXTENT_ITEM, offset: rec.skinny ? BigInt(rec.level ?? 0) : rec.numBytes };
+  return { tree: OBJ.EXTENT_TREE, block: rec.block, key };
+}
+
+/** Where a data extent was first found: the file extent item naming it. */
+function foundWhere(f: FoundData): { tree: bigint; key: Key; inode: bigint } {
+  const inode = toBig(f.inode);
+  return { tree: f.tree, key: { objectid: inode, type: KEY.EXTENT_DATA, offset: toBig(f.fileOffset) }, inode };
+}
 const MAX_LEVEL_BIG = BigInt(MAX_LEVEL);
 
 const refCount = (r: RecordedRef): number => (r.kind === 'data' || r.kind === 'shared-data' ? r.count : 1);
@@ -63,7 +76,12 @@ function parseExtentItem(d: Buffer, at: number, len: number, skinny: boolean): {
     level = d[off + 17];
     off += 18;
   }
-  const recorded: RecordedRef[] = [];
+  // Most extents have one backref: a one-element literal, where push on an empty array would reserve room for 17.
+  let recorded: RecordedRef[] | undefined;
+  const add = (r: RecordedRef): void => {
+    if (recorded) recorded.push(r);
+    else recorded = [r];
+  };
   let ownerRef = false;
   while (off < end) {
     const type = d[off]!;
@@ -71,18 +89,18 @@ function parseExtentItem(d: Buffer, at: number, len: number, skinny: boolean): {
       : type === KEY.TREE_BLOCK_REF || type === KEY.SHARED_BLOCK_REF || type === KEY.EXTENT_OWNER_REF ? 9 : 0;
     if (size === 0 || off + size > end) return undefined;
     switch (type) {
-      case KEY.TREE_BLOCK_REF: recorded.push({ kind: 'tree', root: readBig(d, off + 1) }); break;
-      case KEY.SHARED_BLOCK_REF: recorded.push({ kind: 'shared-block', parent: readBig(d, off + 1) }); break;
+      case KEY.TREE_BLOCK_REF: add({ kind: 'tree', root: readBig(d, off + 1) }); break;
+      case KEY.SHARED_BLOCK_REF: add({ kind: 'shared-block', parent: readBig(d, off + 1) }); break;
       case KEY.EXTENT_DATA_REF:
-        recorded.push({ kind: 'data', root: readBig(d, off + 1), objectid: readU64(d, off + 9), offset: readU64(d, off + 17), count: d.readUInt32LE(off + 25) });
+        add({ kind: 'data', root: readBig(d, off + 1), objectid: readU64(d, off + 9), offset: readU64(d, off + 17), count: d.readUInt32LE(off + 25) });
         break;
-      case KEY.SHARED_DATA_REF: recorded.push({ kind: 'shared-data', parent: readBig(d, off + 1), count: d.readUInt32LE(off + 9) }); break;
+      case KEY.SHARED_DATA_REF: add({ kind: 'shared-data', parent: readBig(d, off + 1), count: d.readUInt32LE(off + 9) }); break;
       case KEY.EXTENT_OWNER_REF: ownerRef = true; break;
       default: break;
     }
     off += size;
   }
-  return { refs: readBig(d, at), generation: readBig(d, at + 8), flags, level, recorded, ownerRef };
+  return { refs: readBig(d, at), generation: readBig(d, at + 8), flags, level, recorded: recorded ?? [], ownerRef };
 }
 
 export async function loadExtentTree(ctx: CheckContext): Promise<void> {
@@ -102,7 +120,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
   // the kernel would never see them, so they are reported (and still counted, so the
   // block groups they describe do not cascade into "chunk has no block group").
   const bgTreeFeature = (info.sb.compat_ro_flags & FEATURE_COMPAT_RO.BLOCK_GROUP_TREE) !== 0n;
-  const misplacedBg = (k: ExtentRecord['key'], tree: bigint, block: bigint): void => {
+  const misplacedBg = (k: Key, tree: bigint, block: bigint): void => {
     const name = tree === OBJ.EXTENT_TREE ? 'EXTENT_TREE' : 'BLOCK_GROUP_TREE';
     report.error('block-group-wrong-tree', `Invalid key type(BLOCK_GROUP_ITEM) found in root(${name}) [${k.objectid} ${k.offset}]`, { tree, block, key: k });
   };
@@ -114,7 +132,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
   const ss = info.sectorsize;
   const nodesizeNum = info.nodesize;
   const genLimit = superGen + 1n;
-  const where = (it: { key: ExtentRecord['key']; block: { bytenr: bigint } }) => ({ tree: OBJ.EXTENT_TREE, block: it.block.bytenr, key: it.key });
+  const where = (it: { key: Key; block: { bytenr: bigint } }) => ({ tree: OBJ.EXTENT_TREE, block: it.block.bytenr, key: it.key });
   const attach = (block: TreeBlock, slot: number, ref: RecordedRef): void => {
     if (!cur || cur.bytenr !== block.buf.readBigUInt64LE(HEADER_SIZE + slot * ITEM_SIZE)) {
       const it = { key: block.itemKeyAt(slot), block };
@@ -161,7 +179,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
             const level = skinny ? Number(k.offset) : e.level;
             const rec: ExtentRecord = {
               bytenr: k.objectid, numBytes, refs: e.refs, generation: e.generation, flags: e.flags, metadata, level,
-              recorded: e.recorded, key: k, block: it.block.bytenr,
+              recorded: e.recorded, skinny, block: it.block.bytenr,
             };
             report.stats.extentItems++;
             if (e.ownerRef && !squotaFeature) {
@@ -250,7 +268,7 @@ export async function loadExtentTree(ctx: CheckContext): Promise<void> {
     const sum = rec.recorded.reduce((n, r) => n + BigInt(refCount(r)), 0n);
     if (sum !== rec.refs) {
       report.error('extent-refs-sum', `extent item [${rec.bytenr} ${rec.numBytes}] has refs ${rec.refs} but its backrefs add up to ${sum}`,
-        { tree: OBJ.EXTENT_TREE, block: rec.block, key: rec.key });
+        recordWhere(rec));
     }
   }
 }
@@ -283,7 +301,7 @@ function checkRootNodes(ctx: CheckContext, rootNodes: Map<bigint, { bytenr: bigi
 }
 
 /** The kernel tree-checker's rules for a block group item on its own. */
-function checkBlockGroupItem(ctx: CheckContext, k: ExtentRecord['key'], bg: { used: bigint; chunk_objectid: bigint; flags: bigint }, where: { tree: bigint; block: bigint; key: ExtentRecord['key'] }): void {
+function checkBlockGroupItem(ctx: CheckContext, k: Key, bg: { used: bigint; chunk_objectid: bigint; flags: bigint }, where: { tree: bigint; block: bigint; key: Key }): void {
   const why: string[] = [];
   if (k.offset === 0n) why.push('invalid block group size 0');
   if (bg.used > k.offset) why.push(`invalid block group used, have ${bg.used} expect [0, ${k.offset}]`);
@@ -344,7 +362,7 @@ function unverifiable(ctx: CheckContext, r: RecordedRef): boolean {
 export function compareExtents(ctx: CheckContext): void {
   const { report, found } = ctx;
   if (!ctx.extentTreeOk) return;
-  const where = (rec: ExtentRecord) => ({ tree: OBJ.EXTENT_TREE, block: rec.block, key: rec.key });
+  const where = recordWhere;
   for (const rec of ctx.extents.values()) {
     const id = addrKey(fromBig(rec.bytenr));
     const f = rec.metadata ? found.blocks.get(id) : found.data.get(id);
@@ -396,7 +414,7 @@ export function compareExtents(ctx: CheckContext): void {
     if (ctx.extents.has(id)) continue;
     const bytenr = keyAddr(id);
     const n = f.refs.reduce((s, r) => s + refCount(r), 0);
-    report.error('ref-mismatch', `ref mismatch on [${bytenr} ${f.numBytes}] extent item 0, found ${n}`, { tree: f.where.tree, key: f.where.key, inode: f.where.inode });
+    report.error('ref-mismatch', `ref mismatch on [${bytenr} ${f.numBytes}] extent item 0, found ${n}`, foundWhere(f));
   }
 }
 
@@ -421,17 +439,16 @@ export function checkBlockGroupUsage(ctx: CheckContext): void {
   const mixed = (info.sb.incompat_flags & FEATURE_INCOMPAT.MIXED_GROUPS) !== 0n;
   for (const rec of ctx.extents.values()) {
     const bg = blockGroupOf(ctx.blockGroups, rec.bytenr);
-    const where = { tree: OBJ.EXTENT_TREE, block: rec.block, key: rec.key };
     if (!bg) {
-      report.error('extent-outside-block-group', `extent [${rec.bytenr} ${rec.numBytes}] is not inside any block group`, where);
+      report.error('extent-outside-block-group', `extent [${rec.bytenr} ${rec.numBytes}] is not inside any block group`, recordWhere(rec));
       continue;
     }
     if (rec.bytenr + rec.numBytes > bg.start + bg.length) {
-      report.error('extent-crosses-block-group', `extent [${rec.bytenr} ${rec.numBytes}] crosses the end of block group [${bg.start} ${bg.length}]`, where);
+      report.error('extent-crosses-block-group', `extent [${rec.bytenr} ${rec.numBytes}] crosses the end of block group [${bg.start} ${bg.length}]`, recordWhere(rec));
     }
     const wantType = rec.metadata ? BLOCK_GROUP.METADATA | BLOCK_GROUP.SYSTEM : BLOCK_GROUP.DATA;
     if (!mixed && (bg.flags & wantType) === 0n) {
-      report.error('extent-wrong-block-group', `${rec.metadata ? 'tree block' : 'data extent'} [${rec.bytenr} ${rec.numBytes}] lies in block group [${bg.start} ${bg.length}] of type 0x${bg.flags.toString(16)}`, where);
+      report.error('extent-wrong-block-group', `${rec.metadata ? 'tree block' : 'data extent'} [${rec.bytenr} ${rec.numBytes}] lies in block group [${bg.start} ${bg.length}] of type 0x${bg.flags.toString(16)}`, recordWhere(rec));
     }
     used.set(bg.start, (used.get(bg.start) ?? 0n) + rec.numBytes);
   }

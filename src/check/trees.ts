@@ -96,9 +96,10 @@ export async function walkTrees(ctx: CheckContext): Promise<void> {
 }
 
 function addRef(map: Map<AddrKey, { level: number; refs: RecordedRef[]; tree: bigint }>, bytenr: AddrKey, level: number, tree: bigint, ref: RecordedRef): void {
-  let e = map.get(bytenr);
-  if (!e) map.set(bytenr, e = { level, refs: [], tree });
-  e.refs.push(ref);
+  const e = map.get(bytenr);
+  // a one-element literal: an empty array's first push would reserve room for 17
+  if (!e) map.set(bytenr, { level, refs: [ref], tree });
+  else e.refs.push(ref);
 }
 
 /**
@@ -249,13 +250,16 @@ async function walkOne(
       }
       const diskNumBytes = readBig(d, at + 29);
       const dk = addrKey(disk);
-      let e = found.data.get(dk);
+      const fileOffset = readU64(d, keyAt + 9);
+      const ref: RecordedRef = full ? { kind: 'shared-data', parent: bytenr, count: 1 }
+        : { kind: 'data', root: block.owner, objectid, offset: refOffset(fileOffset, readU64(d, at + 37)), count: 1 };
+      const e = found.data.get(dk);
       if (!e) {
-        const k = block.itemKeyAt(slot);
-        found.data.set(dk, e = { numBytes: diskNumBytes, refs: [], where: { tree: block.owner, inode: k.objectid, key: k } });
-      } else if (e.numBytes !== diskNumBytes && !e.otherSizes?.includes(diskNumBytes)) (e.otherSizes ??= []).push(diskNumBytes);
-      e.refs.push(full ? { kind: 'shared-data', parent: bytenr, count: 1 }
-        : { kind: 'data', root: block.owner, objectid, offset: refOffset(readU64(d, keyAt + 9), readU64(d, at + 37)), count: 1 });
+        found.data.set(dk, { numBytes: diskNumBytes, refs: [ref], tree: block.owner, inode: objectid, fileOffset });
+        continue;
+      }
+      if (e.numBytes !== diskNumBytes && !e.otherSizes?.includes(diskNumBytes)) (e.otherSizes ??= []).push(diskNumBytes);
+      e.refs.push(ref);
     }
   };
   try {
