@@ -13,3 +13,13 @@ export async function rejects(p: Promise<unknown>, code: string, text?: string):
   }
   throw new Error(`expected ${code}`);
 }
+
+/** What p rejects with, or undefined when it resolves (for tests that look at the error themselves). */
+export async function errOf(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}

@@ -23,17 +23,9 @@ import { liveRegistrations } from '../../src/device/image-registry.js';
 import { isBtrfsError } from '../../src/util/errors.js';
 import { send } from '../../src/send/index.js';
 import { Mounted, mkfs, runOk, tempDir, subvolIds, kernelDump, MiB } from './send-kit.js';
+import { errOf } from '../helpers/expect-error.js';
 
 const NOW = { sec: 1_800_000_000n, nsec: 0 };
-
-async function errOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 /** Swallows everything, slowly if asked (so a send is still running while the test looks at it). */
 function sink(opts: { delayMs?: number; failAfter?: number; closeAfter?: number } = {}): Writable & { received: number } {

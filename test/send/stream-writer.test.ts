@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { Writable } from 'node:stream';
 import { StreamWriter, emptyStats } from '../../src/send/stream-writer.js';
 import { isBtrfsError } from '../../src/util/errors.js';
+import { errOf } from '../helpers/expect-error.js';
 
 /** Fails every write once `failAfter` bytes have arrived, synchronously (as a full disk or a closed pipe would). */
 function failing(failAfter: number): Writable {
@@ -18,15 +19,6 @@ function failing(failAfter: number): Writable {
       cb(received > failAfter ? new Error('consumer failed on purpose') : null);
     },
   });
-}
-
-async function errOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  return undefined;
 }
 
 describe('send: the stream writer and a consumer that fails', () => {

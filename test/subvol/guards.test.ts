@@ -23,21 +23,13 @@ import { isBtrfsError } from '../../src/util/errors.js';
 import { mkfs, btrfsCheck, requireNativeOrSkip, dumpTree } from '../helpers/kernel.js';
 import { addRawFile, pseudoRandom } from '../helpers/raw-files.js';
 import { builtPath } from '../helpers/fixtures.js';
+import { errOf } from '../helpers/expect-error.js';
 
 const MiB = 1024 * 1024;
 const NOW = { sec: 1_800_000_000n, nsec: 7 };
 
 async function sha(p: string): Promise<string> {
   return createHash('sha256').update(await fs.readFile(p)).digest('hex');
-}
-
-async function errOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  return undefined;
 }
 
 describe('subvolumes: the root_item_lock guards (seed)', function () {
