@@ -19,7 +19,7 @@ import { FsInfo, type OpenOptions } from '../tree/fs-info.js';
 import { labelOf } from '../format/superblock.js';
 import { lookupItem, type RootLocation } from '../tree/search.js';
 import { key, type Key } from '../format/key.js';
-import { readInodeItem, EMPTY_SUBVOL_DIR_INO } from './inode.js';
+import { readInodeItem, placeholderInodeItem, EMPTY_SUBVOL_DIR_INO } from './inode.js';
 import { lookupName, listDir, FT_NAMES } from './dir.js';
 import { FileReader, type FilePiece } from './file-read.js';
 import { listXattrs, getXattr } from './xattr.js';
@@ -165,20 +165,6 @@ export class Filesystem {
   }
 
   /**
-   * An inode item standing in for a subvolume entry that does not lead
-   * anywhere, as the kernel's dummy directory: mode 0755, owner and atime
-   * from the directory holding the entry, no birth time. Its mtime/ctime are
-   * the time the kernel first looked it up, which an image cannot tell, so the
-   * parent's are used.
-   */
-  private placeholderItem(parent: InodeItem): InodeItem {
-    return {
-      ...parent, mode: S_IFDIR | 0o755, nlink: 1, size: 0n, nbytes: 0n, rdev: 0n, flags: 0n,
-      otime: { sec: 0n, nsec: 0 },
-    };
-  }
-
-  /**
    * Resolves `path` (absolute from this view's base subvolume; relative paths
    * are taken from it too) following symlinks in the middle, and in the last
    * component when `follow` is set. Symlink targets that are absolute resolve
@@ -202,10 +188,7 @@ export class Filesystem {
     const baseRoot = await this.rootOfNow(this.base, path);
     const base: Resolved = { path, subvol: this.base, root: baseRoot, ino: ROOT_DIR_INO, item: await readInodeItem(this.info, baseRoot, ROOT_DIR_INO, path) };
     return walkPath(path, base, {
-      child: async (dir, name) => {
-        const d = await lookupName(this.info, dir.root, dir.ino, name);
-        return d && this.follow(dir, d.location, path);
-      },
+      child: (dir, name) => this.lookupEntry(dir, name, path),
       target: (link) => this.symlinkTarget(link.root, link.ino, link.item, path),
     }, follow);
   }
@@ -224,7 +207,7 @@ export class Filesystem {
         const ino = r.item.root_dirid || ROOT_DIR_INO;
         return { path, subvol: child, root: r.loc, ino, item: await readInodeItem(this.info, r.loc, ino, path) };
       }
-      return { path, subvol: dir.subvol, root: dir.root, ino: EMPTY_SUBVOL_DIR_INO, item: this.placeholderItem(dir.item), placeholder: true };
+      return { path, subvol: dir.subvol, root: dir.root, ino: EMPTY_SUBVOL_DIR_INO, item: placeholderInodeItem(dir.item), placeholder: true };
     }
     const r: Resolved = { path, subvol: dir.subvol, root: dir.root, ino: location.objectid, item: await readInodeItem(this.info, dir.root, location.objectid, path) };
     await this.checkDirParent(dir, r);
@@ -321,9 +304,15 @@ export class Filesystem {
 
   private async resolveFrom(dir: Resolved, name: string): Promise<Resolved> {
     const path = dir.path === '/' ? `/${name}` : `${dir.path}/${name}`;
-    const d = dir.placeholder ? undefined : await lookupName(this.info, dir.root, dir.ino, Buffer.from(name, 'utf8'));
-    if (!d) throw new BtrfsError('ENOENT', 'no such file or directory', { path });
-    return this.follow(dir, d.location, path);
+    const r = await this.lookupEntry(dir, Buffer.from(name, 'utf8'), path);
+    if (!r) throw new BtrfsError('ENOENT', 'no such file or directory', { path });
+    return r;
+  }
+
+  /** The entry `name` of a resolved directory, followed; undefined when there is none (a placeholder has none). */
+  private async lookupEntry(dir: Resolved, name: Buffer, path: string): Promise<Resolved | undefined> {
+    const d = dir.placeholder ? undefined : await lookupName(this.info, dir.root, dir.ino, name);
+    return d && this.follow(dir, d.location, path);
   }
 
 

@@ -8,13 +8,13 @@
  * the changes before it).
  */
 import { BtrfsError } from '../util/errors.js';
-import { KEY, OBJ, S_IFMT, S_IFDIR, S_IFLNK, ROOT_DIR_INO } from '../format/constants.js';
+import { KEY, OBJ, S_IFMT, S_IFLNK, ROOT_DIR_INO } from '../format/constants.js';
 import { key } from '../format/key.js';
 import { decodeFileExtentItem, isInlineExtent } from '../format/items/file-extent-item.js';
 import type { InodeItem } from '../format/items/inode-item.js';
 import type { Transaction } from '../transaction/transaction.js';
 import { findEntry, readInode } from './namespace.js';
-import { EMPTY_SUBVOL_DIR_INO } from './inode.js';
+import { EMPTY_SUBVOL_DIR_INO, placeholderInodeItem } from './inode.js';
 import { walkPath } from './path-walk.js';
 
 export interface TxResolved {
@@ -57,7 +57,7 @@ export class TxView {
       const ino = ri.item.root_dirid || ROOT_DIR_INO;
       return { path, subvol: child, ino, item: await readInode(t, child, ino) };
     }
-    return { path, subvol: dir.subvol, ino: EMPTY_SUBVOL_DIR_INO, item: { ...dir.item, mode: S_IFDIR | 0o755, nlink: 1, size: 0n }, placeholder: true };
+    return { path, subvol: dir.subvol, ino: EMPTY_SUBVOL_DIR_INO, item: placeholderInodeItem(dir.item), placeholder: true };
   }
 
   /** A symlink's target: the kernel keeps it in one inline extent, never compressed. */
