@@ -45,6 +45,7 @@ function foundWhere(f: FoundData): { tree: bigint; key: Key; inode: bigint } {
   const inode = toBig(f.inode);
   return { tree: f.tree, key: { objectid: inode, type: KEY.EXTENT_DATA, offset: toBig(f.fileOffset) }, inode };
 }
+
 const MAX_LEVEL_BIG = BigInt(MAX_LEVEL);
 
 const refCount = (r: RecordedRef): number => (r.kind === 'data' || r.kind === 'shared-data' ? r.count : 1);
@@ -362,7 +363,6 @@ function unverifiable(ctx: CheckContext, r: RecordedRef): boolean {
 export function compareExtents(ctx: CheckContext): void {
   const { report, found } = ctx;
   if (!ctx.extentTreeOk) return;
-  const where = recordWhere;
   for (const rec of ctx.extents.values()) {
     const id = addrKey(fromBig(rec.bytenr));
     const f = rec.metadata ? found.blocks.get(id) : found.data.get(id);
@@ -392,15 +392,15 @@ export function compareExtents(ctx: CheckContext): void {
       const msg = BigInt(foundTotal + forgiven) !== rec.refs
         ? `ref mismatch on [${rec.bytenr} ${rec.numBytes}] extent item ${rec.refs}, found ${foundTotal}`
         : `backpointer mismatch on [${rec.bytenr} ${rec.numBytes}]`;
-      report.error('ref-mismatch', details.length ? `${msg} (${details.join('; ')})` : msg, where(rec));
+      report.error('ref-mismatch', details.length ? `${msg} (${details.join('; ')})` : msg, recordWhere(rec));
     }
     if (rec.metadata && f && 'level' in f && rec.level !== undefined && f.level !== rec.level) {
-      report.error('bad-backref-level', `tree block ${rec.bytenr} has bad backref level, has ${rec.level} expect ${f.level}`, where(rec));
+      report.error('bad-backref-level', `tree block ${rec.bytenr} has bad backref level, has ${rec.level} expect ${f.level}`, recordWhere(rec));
     }
     if (!rec.metadata && f && 'numBytes' in f) {
       for (const n of [f.numBytes, ...(f.otherSizes ?? [])]) {
         if (n !== rec.numBytes) {
-          report.error('file-extent-size', `file extent items reference [${rec.bytenr} ${n}] but the extent item is [${rec.bytenr} ${rec.numBytes}]`, where(rec));
+          report.error('file-extent-size', `file extent items reference [${rec.bytenr} ${n}] but the extent item is [${rec.bytenr} ${rec.numBytes}]`, recordWhere(rec));
         }
       }
     }

@@ -27,7 +27,7 @@ import type { TreeBlock } from '../format/tree-block.js';
 import { walkBlocks, type RootLocation } from '../tree/search.js';
 import type { BlockShape, CheckContext, RecordedRef } from './context.js';
 import { childExps, prefetch, readBlock } from './walk.js';
-import { addrKey, fromBig, keyAddr, readBig, readU64, smallBig, toBig, type AddrKey, type U64 } from './u64.js';
+import { addrKey, fromBig, keyAddr, readBig, readU64, toBig, type AddrKey, type U64 } from './u64.js';
 import { HEADER_SIZE, ITEM_SIZE } from '../format/constants.js';
 
 interface Parent { block: TreeBlock; fullBackref: boolean }

@@ -76,7 +76,6 @@ export class StreamWriter {
 
   /** Throws if the consumer is gone (so long computations stop early). */
   check(): void {
-    if (this.failure) throw this.failure;
     const w = this.out as NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean; errored?: Error | null };
     // a write that failed marks the stream errored at once; its 'error' event comes a tick later
     if (w.errored) this.onError(w.errored);
