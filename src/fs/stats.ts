@@ -67,7 +67,8 @@ export class Stats {
     this.blksize = blksize;
     // The kernel rounds nbytes up to whole sectors (inline data and symlinks occupy a sector too).
     const sector = BigInt(blksize);
-    this.blocks = Number(((it.nbytes + sector - 1n) / sector * sector) >> 9n);
+    // In 64 bits, as there: a wild nbytes near 2^64 wraps to few blocks rather than a huge inexact number.
+    this.blocks = Number(BigInt.asUintN(64, (it.nbytes + sector - 1n) / sector * sector) >> 9n);
     this.atimeNs = timespecNs(it.atime);
     this.mtimeNs = timespecNs(it.mtime);
     this.ctimeNs = timespecNs(it.ctime);

@@ -46,7 +46,10 @@ describe('native: images with an unreplayed log tree', function () {
       await dumpTree(fs.info, (s) => parts.push(s), { utc: true });
       const theirs = (await run('btrfs', ['inspect-internal', 'dump-tree', crash], { env: { ...process.env, TZ: 'UTC' } })).stdout;
       const want = theirs.split('\n').filter((l) => !l.startsWith('btrfs-progs v'));
-      expect(parts.join('').split('\n')).to.deep.equal(want);
+      const ours = parts.join('').split('\n');
+      const at = ours.findIndex((l, i) => l !== want[i]);
+      const around = (ls: string[]) => ls.slice(Math.max(0, at - 5), at + 10).join('\n');
+      expect(ours, at < 0 ? 'lengths differ' : `first difference at line ${at + 1}:\n--- ours\n${around(ours)}\n--- btrfs-progs\n${around(want)}`).to.deep.equal(want);
       expect(parts.join('')).to.match(/^log root tree$/m);
     } finally {
       await fs.close();

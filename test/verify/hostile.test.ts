@@ -933,6 +933,20 @@ if (isMainThread && typeof describe === 'function') {
         expect(err, `stat gave size ${String(size)}`).to.be.instanceOf(BtrfsError);
       });
 
+      it('an inode whose nbytes has the top bit set (the kernel wrote one into a log tree): read as the kernel reads it, not refused', async function () {
+        if (!available.includes(NAME)) this.skip();
+        // the value seen: a kernel pointer left in a log tree's inode item after an fsync
+        const nbytes = 0xffffea000cdbd5c0n;
+        const want = await Filesystem.open(await FileDevice.open(await fixturePath(NAME), { readOnly: true }));
+        const content = await want.readFile('/regular');
+        await want.close();
+        const fs = await Filesystem.open(await withInode('/regular', (ino) => ino.writeBigUInt64LE(nbytes, 24)));
+        const st = await fs.stat('/regular');
+        // st_blocks: nbytes rounded up to the 4096-byte sector, in 512-byte units, as the kernel's getattr
+        expect(st.blocks).to.equal(Number(((nbytes + 4095n) & ~4095n) >> 9n));
+        expect(Buffer.from(await fs.readFile('/regular')).equals(Buffer.from(content))).to.equal(true);
+      });
+
       it('readFile of a file whose i_size is ~2^64 (bko-200403) rejects with BtrfsError', async function () {
         const f = path.join(CORPUS, 'fuzz-tests', 'bko-200403.raw.xz');
         if (!existsSync(f)) this.skip();
