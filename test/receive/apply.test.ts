@@ -336,7 +336,7 @@ describe('receive: send streams applied into an image', function () {
     before(async function () { await requireNativeOrSkip(this); });
     afterEach(async () => { for (const m of mounts.splice(0)) await m.close(); });
 
-    it('full + 5 incrementals sent by the kernel (protocol 2, compressed data) and by us, received by us: equal at every step', async () => {
+    it('full + 5 incrementals sent by the kernel (protocol 2, compressed data) and by us, received by us: equal to btrfs receive of the kernel streams and to the original at every step', async () => {
       for (const seed of seedsFromEnv(1)) {
         console.log(`      seed ${seed} (TSBTRFS_SEED=${seed} reproduces)`);
         const work = path.join(dir, `native-${seed}`);
@@ -375,12 +375,27 @@ describe('receive: send streams applied into an image', function () {
           await expectClean(img);
           received[who] = img;
         }
+        // The referee for the kernel's streams is the real btrfs receive of
+        // them, not the original: this kernel's send has known slips (an
+        // inline extent followed by growth within its page is sent without
+        // the truncate that sets the size), and a receiver can only apply
+        // what the stream says.
+        const refImg = path.join(work, 'recv-real.img');
+        await mkfs(refImg, 1024 * MiB);
+        const ref = await Mounted.open(refImg, path.join(work, 'mr-real'));
+        mounts.push(ref);
+        for (const f of kernelStreams) await runOk('btrfs', ['receive', '-q', '-f', f, ref.mnt]);
+        for (const s of built.snaps) {
+          const { diffs } = await compareTrees(path.join(orig.mnt, s), path.join(ref.mnt, s));
+          if (diffs.length) console.log(`      note: btrfs receive of the kernel's ${s} differs from the original (a kernel send slip, not ours):\n        ${diffs.slice(0, 5).join('\n        ')}`);
+        }
         for (const who of ['kernel', 'ours']) {
           const m = await Mounted.open(received[who]!, path.join(work, `mr-${who}`), ['ro']);
           mounts.push(m);
           for (const s of built.snaps) {
-            const { diffs } = await compareTrees(path.join(orig.mnt, s), path.join(m.mnt, 'in', s));
-            expect(diffs, `seed ${seed} ${who} ${s}:\n${diffs.slice(0, 20).join('\n')}\nlog tail:\n${built.log.slice(-30).join('\n')}`).to.deep.equal([]);
+            const expected = who === 'kernel' ? path.join(ref.mnt, s) : path.join(orig.mnt, s);
+            const { diffs } = await compareTrees(expected, path.join(m.mnt, 'in', s));
+            expect(diffs, `seed ${seed} ${who} ${s} (against ${who === 'kernel' ? 'btrfs receive of the same streams' : 'the original'}):\n${diffs.slice(0, 20).join('\n')}\nlog tail:\n${built.log.slice(-30).join('\n')}`).to.deep.equal([]);
           }
         }
       }
