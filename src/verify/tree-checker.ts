@@ -75,7 +75,10 @@ export function checkTreeBlock(buf: Buffer, ctx: CheckContext, exp: BlockExpecta
   const w = (slot: number, k?: Key) => ({ block: exp.bytenr, tree: owner, slot, key: k });
   if (block.isLeaf) checkLeaf(block, ctx, owner, w);
   else checkNode(block, ctx, owner, w);
-  if (exp.firstKey && block.nritems > 0) {
+  if (exp.firstKey) {
+    // A block reached through a pointer has a first key to meet, so it cannot
+    // be empty: the kernel refuses such a leaf (only a root may be empty).
+    if (block.nritems === 0) throw corrupt(`corrupt ${kind}: invalid tree nritems, bytenr=${exp.bytenr} nritems=0 expect >0`, w(0));
     const first = block.firstKey()!;
     if (!keyEquals(first, exp.firstKey)) {
       throw corrupt(`corrupt ${kind}: first key mismatch, want ${formatKey(exp.firstKey)} have ${formatKey(first)}`, w(0, first));

@@ -102,6 +102,12 @@ describe('check: deliberate damage is caught', function () {
     expectError(r, 'owner-ref', /^owner ref check failed \[\d+ \d+\]/);
   });
 
+  it('an empty leaf below a node (the kernel refuses it: invalid tree nritems)', async () => {
+    // the fixture's fs tree has a node above its leaves, so every leaf has a first key to meet
+    const r = await damageBlock(OBJ.FS_TREE, (it) => it.key.type === KEY.INODE_ITEM, (block) => block.writeUInt32LE(0, 96));
+    expectError(r, 'bad-tree-block', /invalid tree nritems, bytenr=\d+ nritems=0 expect >0/);
+  });
+
   it("a root directory whose '..' reference has another index", async () => {
     const r = await damage(OBJ.FS_TREE, (it) => it.key.type === KEY.INODE_REF && it.key.objectid === 256n, (d) => d.writeBigUInt64LE(1n, 0));
     expectError(r, 'root-dir-ref', /^root 5 inode 256 errors: odd dir item/);
