@@ -16,6 +16,18 @@ export async function withImage<T>(image: string, fn: (fs: Filesystem) => Promis
   }
 }
 
+/**
+ * How long a changing command waits for another process's hold on the image
+ * before EBUSY: a send of another process holds the lock for a moment to
+ * register itself, and a delete arriving then should see the send (EPERM,
+ * as the kernel answers) rather than the lock. A writer that keeps the image
+ * longer still gets EBUSY, a little later. TSBTRFS_LOCK_WAIT_MS overrides.
+ */
+export function lockWaitMs(): number {
+  const v = Number(process.env.TSBTRFS_LOCK_WAIT_MS);
+  return Number.isFinite(v) && v >= 0 ? v : 2000;
+}
+
 export { write, fail } from './output.js';
 
 export function parseBigInt(v: string, what: string): bigint {

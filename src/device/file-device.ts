@@ -28,6 +28,8 @@ export interface FileDeviceOptions {
   sizeBytes?: number;
   /** staleness threshold for the lock, see LockOptions.staleMs */
   lockStaleMs?: number;
+  /** how long to retry while another process holds the lock, see LockOptions.waitMs; default 0 */
+  lockWaitMs?: number;
 }
 
 const NODE_CODES: ReadonlySet<string> = new Set([
@@ -145,6 +147,7 @@ export class FileDevice implements BlockDevice {
       lock = await acquireImageLock(file, {
         blockDevice: block,
         ...(options.lockStaleMs !== undefined ? { staleMs: options.lockStaleMs } : {}),
+        ...(options.lockWaitMs !== undefined ? { waitMs: options.lockWaitMs } : {}),
       });
     }
 

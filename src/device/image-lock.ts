@@ -80,6 +80,14 @@ export interface LockOptions {
   staleMs?: number;
   /** lock as a block device (lock file in the lock dir); default: from stat */
   blockDevice?: boolean;
+  /**
+   * How long to keep trying while another process holds the lock (ms);
+   * default 0: EBUSY at once. A moment's wait lets a command get past a
+   * sender that holds the lock only to register itself. A lock held by this
+   * very process is refused at once whatever this says: waiting on ourselves
+   * would never end.
+   */
+  waitMs?: number;
 }
 
 const OWNER = 'owner.json';
@@ -337,14 +345,28 @@ function ownerFs(owner: LockOwner): object {
 /**
  * Takes the write lock of the image at `imagePath` (a file or block device
  * that must exist). Fails with EBUSY naming the holder if another process,
- * or another open in this process, holds it; takes over a lock whose holder
- * is dead. The lock is released by `release()` or at process exit.
+ * or another open in this process, holds it (after `waitMs` of retries for
+ * another process); takes over a lock whose holder is dead. The lock is
+ * released by `release()` or at process exit.
  */
 export async function acquireImageLock(imagePath: string, opts: LockOptions = {}): Promise<ImageLock> {
   const staleMs = staleMsOf(opts);
   const { real, lockPath } = await resolveImage(imagePath, opts);
   await ensureLockDirBase(lockPath).catch((e: unknown) => { throw fsError(e, 'mkdir', path.dirname(lockPath)); });
+  const deadline = Date.now() + Math.max(0, opts.waitMs ?? 0);
+  for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
+    try {
+      return await acquireOnce(real, lockPath, staleMs);
+    } catch (e) {
+      const left = deadline - Date.now();
+      // our own lock will not go away while we wait for it
+      if (!(e instanceof BtrfsError) || e.code !== 'EBUSY' || left <= 0 || held.has(lockPath)) throw e;
+      await new Promise((r) => setTimeout(r, Math.min(delay, left)));
+    }
+  }
+}
 
+async function acquireOnce(real: string, lockPath: string, staleMs: number): Promise<ImageLock> {
   let last: Assessment | null = null;
   for (let attempt = 0; attempt < 8; attempt++) {
     if (held.has(lockPath)) {

@@ -55,6 +55,8 @@ export interface WritableOpenOptions extends WriterOptions {
   umask?: number;
   /** commit by itself once this many tree blocks wait in memory (default 4096) */
   autoCommitBlocks?: number;
+  /** opening by path: how long to wait for another process's hold on the image (default 0: EBUSY at once) */
+  lockWaitMs?: number;
 }
 
 export interface CreateOptions { mode?: number; uid?: number; gid?: number }
@@ -100,7 +102,7 @@ export class WritableFilesystem {
   ) {}
 
   static async open(image: string | BlockDevice, opts: WritableOpenOptions = {}): Promise<WritableFilesystem> {
-    const device = typeof image === 'string' ? await FileDevice.open(image, {}) : image;
+    const device = typeof image === 'string' ? await FileDevice.open(image, opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) : image;
     try {
       const w = await FsWriter.open(device, opts);
       return new WritableFilesystem(w, device, opts, typeof image === 'string' ? image : undefined);

@@ -57,17 +57,13 @@ async function oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
 
 /** The image lock, or undefined when a writer of this process holds it (we are then under its protection). */
 async function takeImageLock(imagePath: string, waitMs: number): Promise<ImageLock | undefined> {
-  const deadline = Date.now() + waitMs;
-  for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
-    try {
-      return await acquireImageLock(imagePath);
-    } catch (e) {
-      if (!isBtrfsError(e, 'EBUSY')) throw e;
-      const holder = await readLockHolder(imagePath).catch(() => null);
-      if (holder?.owner?.pid === process.pid && holder.alive !== false) return undefined;
-      if (Date.now() >= deadline) throw e;
-      await new Promise((r) => setTimeout(r, delay));
-    }
+  try {
+    return await acquireImageLock(imagePath, { waitMs });
+  } catch (e) {
+    if (!isBtrfsError(e, 'EBUSY')) throw e;
+    const holder = await readLockHolder(imagePath).catch(() => null);
+    if (holder?.owner?.pid === process.pid && holder.alive !== false) return undefined;
+    throw e;
   }
 }
 

@@ -130,6 +130,31 @@ describe('device/image-lock', function () {
     await d.close();
   });
 
+  it('waitMs: waits out another process that holds the lock for a moment, and gives up on one that keeps it', async () => {
+    const brief = child(img, `const d = await FileDevice.open(IMG);\nconsole.log('locked');\nsetTimeout(async () => { await d.close(); process.exit(0); }, 400);`);
+    children.push(brief);
+    await waitFor(brief, /^locked/);
+    await rejects(FileDevice.open(img), 'EBUSY', `image in use by pid ${brief.pid}`);
+    const d = await FileDevice.open(img, { lockWaitMs: 10_000 });
+    expect(d.lock!.owner.pid).to.equal(process.pid);
+    await d.close();
+    const keeper = child(img, HOLD);
+    children.push(keeper);
+    await waitFor(keeper, /^locked /);
+    await rejects(acquireImageLock(img, { waitMs: 300 }), 'EBUSY', `image in use by pid ${keeper.pid}`);
+  });
+
+  it('waitMs does not wait for a lock this process holds (it would never be let go)', async () => {
+    const d = await FileDevice.open(img);
+    try {
+      const t0 = Date.now();
+      await rejects(acquireImageLock(img, { waitMs: 20_000 }), 'EBUSY', `image in use by pid ${process.pid}`);
+      expect(Date.now() - t0, 'ms before the refusal').to.be.below(10_000);
+    } finally {
+      await d.close();
+    }
+  });
+
   it('releases the lock when the holder exits without closing', async () => {
     const cp = child(img, `const d = await FileDevice.open(IMG);\nconsole.log('locked');\nprocess.exit(0);`);
     children.push(cp);

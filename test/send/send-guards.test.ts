@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { spawn } from 'node:child_process';
-import { requireNativeOrSkip } from '../helpers/kernel.js';
+import { requireNativeOrSkip, run } from '../helpers/kernel.js';
 import { builtPath } from '../helpers/fixtures.js';
 import { Filesystem } from '../../src/fs/filesystem.js';
 import { FileDevice } from '../../src/device/file-device.js';
@@ -47,18 +47,6 @@ function sink(opts: { delayMs?: number; failAfter?: number; closeAfter?: number 
   }) as Writable & { received: number };
   w.received = 0;
   return w;
-}
-
-/** Opens the image for writing, waiting (up to 10 s) while another process holds its lock for a moment. */
-async function openWhenFree(img: string): Promise<FileDevice> {
-  for (let i = 0; ; i++) {
-    try {
-      return await FileDevice.open(img, {});
-    } catch (e) {
-      if (!isBtrfsError(e, 'EBUSY') || i >= 200) throw e;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
 }
 
 /** A consumer that takes the first chunk and then holds everything until open() is called. */
@@ -216,8 +204,12 @@ describe('send: the guards around roots being sent', function () {
         seen = (await liveRegistrations<{ roots: string[] }>(img, SEND_KIND)).some((r) => r.roots.includes(String(ids.get('s0'))));
       }
       expect(seen, 'the sending process registered').to.equal(true);
-      // the sender registers while it holds the image lock and lets go just after: wait for that
-      const writer = await FsWriter.open(await openWhenFree(img), { now: () => NOW });
+      // The CLI at once: the sender registers while it holds the image lock and
+      // lets go just after; the command waits that moment out and meets the send.
+      const del = await run(process.execPath, [cli, 'subvolume', 'delete', img, '/s0']);
+      expect(del.code, del.output).to.equal(1);
+      expect(del.output).to.match(/EPERM/);
+      const writer = await FsWriter.open(await FileDevice.open(img, { lockWaitMs: 10_000 }), { now: () => NOW });
       try {
         const ctx: SubvolContext = { writer, locks: new RootLocks(), imagePath: img, now: () => NOW };
         expect(isBtrfsError(await errOf(deleteSubvolume(ctx, ids.get('s0')!)), 'EPERM')).to.equal(true);

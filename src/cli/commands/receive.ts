@@ -7,7 +7,7 @@
 import { createReadStream } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { BtrfsError, dumpSendStream, receive, WritableFilesystem, type DumpSink } from '../../index.js';
-import { fail } from '../util.js';
+import { fail, lockWaitMs } from '../util.js';
 
 export interface ReceiveCliOptions {
   dump?: boolean;
@@ -57,7 +57,7 @@ async function runDump(opts: ReceiveCliOptions): Promise<void> {
 const MiB = 1024 * 1024;
 
 async function runReceive(image: string, dest: string, opts: ReceiveCliOptions): Promise<void> {
-  const fs = await WritableFilesystem.open(image);
+  const fs = await WritableFilesystem.open(image, { lockWaitMs: lockWaitMs() });
   try {
     const t0 = performance.now();
     const got = await receive(fs, dest, openStream(opts.file), {

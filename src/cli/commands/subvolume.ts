@@ -6,10 +6,10 @@
  */
 import type { Command } from 'commander';
 import { Subvolumes, BtrfsError } from '../../index.js';
-import { write } from '../util.js';
+import { lockWaitMs, write } from '../util.js';
 
 async function withSubvolumes<T>(image: string, fn: (s: Subvolumes) => Promise<T>): Promise<T> {
-  const s = await Subvolumes.open(image);
+  const s = await Subvolumes.open(image, { lockWaitMs: lockWaitMs() });
   try {
     return await fn(s);
   } finally {

@@ -6,9 +6,10 @@
 import type { Command } from 'commander';
 import { WritableFilesystem, importTree, BtrfsError, isBtrfsError } from '../../index.js';
 import { Progress } from '../progress.js';
+import { lockWaitMs } from '../util.js';
 
 async function withWritable<T>(image: string, fn: (fs: WritableFilesystem) => Promise<T>): Promise<T> {
-  const fs = await WritableFilesystem.open(image);
+  const fs = await WritableFilesystem.open(image, { lockWaitMs: lockWaitMs() });
   try {
     const out = await fn(fs);
     await fs.close();
