@@ -174,6 +174,13 @@ async function walkOne(
       const f = facts.get(id);
       if (f && generation !== 0n && f.generation !== generation) {
         report.error('bad-tree-block', `parent transid verify failed on ${bytenr} wanted ${generation} found ${f.generation}`, { tree: root.objectid, block: bytenr });
+      } else if (f && f.level !== level) {
+        report.error('bad-tree-block', `bad tree block level, want ${level} have ${f.level}`, { tree: root.objectid, block: bytenr });
+      } else if (f && firstKey && (!f.firstKey || compareKeys(f.firstKey, firstKey) !== 0)) {
+        const kind = f.level === 0 ? 'leaf' : 'node';
+        report.error('bad-tree-block', f.firstKey
+          ? `corrupt ${kind}: first key mismatch, want ${formatKey(firstKey)} have ${formatKey(f.firstKey)}`
+          : `corrupt ${kind}: invalid tree nritems, bytenr=${bytenr} nritems=0 expect >0`, { tree: root.objectid, block: bytenr, key: f.firstKey });
       }
       return;
     }

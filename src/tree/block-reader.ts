@@ -9,7 +9,7 @@
 import { BtrfsError } from '../util/errors.js';
 import type { BlockDevice } from '../device/block-device.js';
 import type { ChunkMap, PhysicalCopy } from '../volumes/chunk-map.js';
-import { checkTreeBlock, type BlockExpectation, type CheckContext } from '../verify/tree-checker.js';
+import { checkFirstKey, checkTreeBlock, type BlockExpectation, type CheckContext } from '../verify/tree-checker.js';
 import type { TreeBlock } from '../format/tree-block.js';
 
 export interface BlockReaderStats { reads: number; hits: number; mirrorRetries: number }
@@ -87,6 +87,8 @@ export class BlockReader {
         this.overlayDecoded.set(exp.bytenr, b);
       } else if ((exp.generation !== undefined && b.generation !== exp.generation) || (exp.level !== undefined && b.level !== exp.level)) {
         b = checkTreeBlock(dirty, this.ctx, exp);
+      } else {
+        checkFirstKey(b, exp);
       }
       return b;
     }
@@ -95,6 +97,8 @@ export class BlockReader {
       this.stats.hits++;
       this.cache.delete(exp.bytenr);
       this.cache.set(exp.bytenr, hit);
+      // this pointer may disagree with the one the block was first read through (snapshots share blocks)
+      checkFirstKey(hit, exp);
       return hit;
     }
     // Copies on a missing device are not tried: they are not bad, only absent.

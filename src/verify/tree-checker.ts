@@ -75,16 +75,29 @@ export function checkTreeBlock(buf: Buffer, ctx: CheckContext, exp: BlockExpecta
   const w = (slot: number, k?: Key) => ({ block: exp.bytenr, tree: owner, slot, key: k });
   if (block.isLeaf) checkLeaf(block, ctx, owner, w);
   else checkNode(block, ctx, owner, w);
-  if (exp.firstKey) {
-    // A block reached through a pointer has a first key to meet, so it cannot
-    // be empty: the kernel refuses such a leaf (only a root may be empty).
-    if (block.nritems === 0) throw corrupt(`corrupt ${kind}: invalid tree nritems, bytenr=${exp.bytenr} nritems=0 expect >0`, w(0));
-    const first = block.firstKey()!;
-    if (!keyEquals(first, exp.firstKey)) {
-      throw corrupt(`corrupt ${kind}: first key mismatch, want ${formatKey(exp.firstKey)} have ${formatKey(first)}`, w(0, first));
-    }
-  }
+  checkFirstKey(block, exp);
   return block;
+}
+
+/**
+ * The parent's word on a block: its first key. Checked on every read, a
+ * cached block included, as the kernel does for each parent it descends
+ * from: a block shared by snapshots is met through several pointers, and
+ * each must agree with it.
+ */
+export function checkFirstKey(block: TreeBlock, exp: BlockExpectation): void {
+  if (!exp.firstKey) return;
+  const kind = block.isLeaf ? 'leaf' : 'node';
+  const owner = exp.owner ?? block.owner;
+  // A block reached through a pointer has a first key to meet, so it cannot
+  // be empty: the kernel refuses such a leaf (only a root may be empty).
+  if (block.nritems === 0) {
+    throw corrupt(`corrupt ${kind}: invalid tree nritems, bytenr=${exp.bytenr} nritems=0 expect >0`, { block: exp.bytenr, tree: owner, slot: 0 });
+  }
+  const first = block.firstKey()!;
+  if (!keyEquals(first, exp.firstKey)) {
+    throw corrupt(`corrupt ${kind}: first key mismatch, want ${formatKey(exp.firstKey)} have ${formatKey(first)}`, { block: exp.bytenr, tree: owner, slot: 0, key: first });
+  }
 }
 
 /** Orders the keys stored at byte offsets a and b of buf (objectid u64, type u8, offset u64), without decoding them. */

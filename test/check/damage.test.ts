@@ -8,12 +8,13 @@ import { expect } from 'chai';
 import { FileDevice } from '../../src/device/file-device.js';
 import { FsInfo } from '../../src/tree/fs-info.js';
 import type { TreeItem } from '../../src/tree/search.js';
-import { FEATURE_INCOMPAT, INODE_FLAG, KEY, OBJ, S_IFLNK, S_IFMT, S_IFREG, SUPER_INFO_SIZE, SUPER_MIRROR_OFFSETS } from '../../src/format/constants.js';
+import { FEATURE_INCOMPAT, HEADER_SIZE, INODE_FLAG, KEY, KEY_PTR_SIZE, OBJ, S_IFLNK, S_IFMT, S_IFREG, SUPER_INFO_SIZE, SUPER_MIRROR_OFFSETS } from '../../src/format/constants.js';
 import { checksum } from '../../src/util/checksum.js';
 import { checkImage, formatFinding, type CheckReport } from '../../src/check/index.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { OverlayDevice } from '../helpers/overlay-device.js';
 import { withDamagedItem } from '../helpers/damage.js';
+import { rejects } from '../helpers/expect-error.js';
 
 const FIXTURE = 'filetypes-links-modes-times';
 
@@ -106,6 +107,39 @@ describe('check: deliberate damage is caught', function () {
     // the fixture's fs tree has a node above its leaves, so every leaf has a first key to meet
     const r = await damageBlock(OBJ.FS_TREE, (it) => it.key.type === KEY.INODE_ITEM, (block) => block.writeUInt32LE(0, 96));
     expectError(r, 'bad-tree-block', /invalid tree nritems, bytenr=\d+ nritems=0 expect >0/);
+  });
+
+  it('a pointer of one snapshot that disagrees with a leaf it shares with another tree (first key), when the leaf was read through the other first', async () => {
+    // half-deleted-subvol: subvolume 258 is a snapshot of 256, and their root nodes point to many of the same leaves
+    const base = await FileDevice.open(await fixturePath('half-deleted-subvol'), { readOnly: true });
+    try {
+      const info = await FsInfo.open(base);
+      const src = await info.reader.read({ bytenr: (await info.findRoot(256n))!.item.bytenr });
+      const snapRoot = (await info.findRoot(258n))!.item.bytenr;
+      const snap = await info.reader.read({ bytenr: snapRoot });
+      const shared = new Set(src.ptrs.map((p) => p.blockptr));
+      const slot = snap.ptrs.findIndex((p, i) => i > 0 && shared.has(p.blockptr));
+      expect(slot, 'a shared child').to.be.above(0);
+      const child = snap.ptrs[slot]!;
+      // one more in the key's offset: still in order, no longer the child's first key
+      const buf = Buffer.from(snap.buf);
+      const at = HEADER_SIZE + slot * KEY_PTR_SIZE + 9;
+      buf.writeBigUInt64LE(buf.readBigUInt64LE(at) + 1n, at);
+      checksum(info.csumType, buf.subarray(32)).copy(buf, 0);
+      const dev = new OverlayDevice(base);
+      for (const c of info.chunks.map(snapRoot, info.nodesize)) dev.patch(Number(c.physical), buf);
+
+      const damaged = await FsInfo.open(dev);
+      const node = await damaged.reader.read({ bytenr: snapRoot });
+      const want = node.ptrs[slot]!;
+      await damaged.reader.read({ bytenr: child.blockptr, level: 0, generation: child.generation, firstKey: child.key, owner: 256n });
+      await rejects(damaged.reader.read({ bytenr: want.blockptr, level: 0, generation: want.generation, firstKey: want.key, owner: 258n }), 'EUCLEAN', 'first key mismatch');
+
+      const r = await checkImage(dev);
+      expectError(r, 'bad-tree-block', /first key mismatch, want \(\d+ DIR_ITEM \d+\) have \(\d+ DIR_ITEM \d+\)/);
+    } finally {
+      await base.close();
+    }
   });
 
   it("a root directory whose '..' reference has another index", async () => {
