@@ -27,6 +27,7 @@ import type { TreeBlock } from '../format/tree-block.js';
 import { walkBlocks, type RootLocation } from '../tree/search.js';
 import type { BlockShape, CheckContext, RecordedRef } from './context.js';
 import { childExps, prefetch, readBlock } from './walk.js';
+import { firstKeyProblem } from '../verify/tree-checker.js';
 import { addrKey, fromBig, keyAddr, readBig, readU64, toBig, type AddrKey, type U64 } from './u64.js';
 import { HEADER_SIZE, ITEM_SIZE } from '../format/constants.js';
 
@@ -176,11 +177,9 @@ async function walkOne(
         report.error('bad-tree-block', `parent transid verify failed on ${bytenr} wanted ${generation} found ${f.generation}`, { tree: root.objectid, block: bytenr });
       } else if (f && f.level !== level) {
         report.error('bad-tree-block', `bad tree block level, want ${level} have ${f.level}`, { tree: root.objectid, block: bytenr });
-      } else if (f && firstKey && (!f.firstKey || compareKeys(f.firstKey, firstKey) !== 0)) {
-        const kind = f.level === 0 ? 'leaf' : 'node';
-        report.error('bad-tree-block', f.firstKey
-          ? `corrupt ${kind}: first key mismatch, want ${formatKey(firstKey)} have ${formatKey(f.firstKey)}`
-          : `corrupt ${kind}: invalid tree nritems, bytenr=${bytenr} nritems=0 expect >0`, { tree: root.objectid, block: bytenr, key: f.firstKey });
+      } else if (f && firstKey) {
+        const problem = firstKeyProblem(f.level === 0, bytenr, f.firstKey, firstKey);
+        if (problem) report.error('bad-tree-block', problem, { tree: root.objectid, block: bytenr, key: f.firstKey });
       }
       return;
     }

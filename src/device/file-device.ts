@@ -147,7 +147,7 @@ export class FileDevice implements BlockDevice {
       lock = await acquireImageLock(file, {
         blockDevice: block,
         ...(options.lockStaleMs !== undefined ? { staleMs: options.lockStaleMs } : {}),
-        ...(options.lockWaitMs !== undefined ? { waitMs: options.lockWaitMs } : {}),
+        waitMs: options.lockWaitMs,
       });
     }
 

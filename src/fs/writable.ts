@@ -102,7 +102,7 @@ export class WritableFilesystem {
   ) {}
 
   static async open(image: string | BlockDevice, opts: WritableOpenOptions = {}): Promise<WritableFilesystem> {
-    const device = typeof image === 'string' ? await FileDevice.open(image, opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) : image;
+    const device = typeof image === 'string' ? await FileDevice.open(image, { lockWaitMs: opts.lockWaitMs }) : image;
     try {
       const w = await FsWriter.open(device, opts);
       return new WritableFilesystem(w, device, opts, typeof image === 'string' ? image : undefined);

@@ -23,10 +23,12 @@ export class Subvolumes {
 
   constructor(readonly writer: FsWriter, private readonly device: BlockDevice, readonly imagePath?: string) {}
 
-  /** Opens an image for subvolume operations (taking its write lock). */
-  /** `lockWaitMs`: how long to wait for another process's hold on the image (default 0: EBUSY at once). */
+  /**
+   * Opens an image for subvolume operations (taking its write lock);
+   * `lockWaitMs`: how long to wait for another process's hold on it (default 0: EBUSY at once).
+   */
   static async open(image: string, opts: { lockWaitMs?: number } = {}): Promise<Subvolumes> {
-    const device = await FileDevice.open(image, opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {});
+    const device = await FileDevice.open(image, { lockWaitMs: opts.lockWaitMs });
     try {
       return new Subvolumes(await FsWriter.open(device), device, image);
     } catch (e) {

@@ -71,7 +71,6 @@ export function checkTreeBlock(buf: Buffer, ctx: CheckContext, exp: BlockExpecta
   }
   const block = new TreeBlock(buf, ctx.nodesize);
   const owner = exp.owner ?? block.owner;
-  const kind = block.isLeaf ? 'leaf' : 'node';
   const w = (slot: number, k?: Key) => ({ block: exp.bytenr, tree: owner, slot, key: k });
   if (block.isLeaf) checkLeaf(block, ctx, owner, w);
   else checkNode(block, ctx, owner, w);
@@ -87,17 +86,19 @@ export function checkTreeBlock(buf: Buffer, ctx: CheckContext, exp: BlockExpecta
  */
 export function checkFirstKey(block: TreeBlock, exp: BlockExpectation): void {
   if (!exp.firstKey) return;
-  const kind = block.isLeaf ? 'leaf' : 'node';
-  const owner = exp.owner ?? block.owner;
+  const first = block.firstKey();
+  const problem = firstKeyProblem(block.isLeaf, exp.bytenr, first, exp.firstKey);
+  if (problem) throw corrupt(problem, { block: exp.bytenr, tree: exp.owner ?? block.owner, slot: 0, key: first });
+}
+
+/** What is wrong when a block whose first key is `have` (undefined: empty) is reached through a pointer keyed `want`. */
+export function firstKeyProblem(isLeaf: boolean, bytenr: bigint, have: Key | undefined, want: Key): string | undefined {
+  const kind = isLeaf ? 'leaf' : 'node';
   // A block reached through a pointer has a first key to meet, so it cannot
   // be empty: the kernel refuses such a leaf (only a root may be empty).
-  if (block.nritems === 0) {
-    throw corrupt(`corrupt ${kind}: invalid tree nritems, bytenr=${exp.bytenr} nritems=0 expect >0`, { block: exp.bytenr, tree: owner, slot: 0 });
-  }
-  const first = block.firstKey()!;
-  if (!keyEquals(first, exp.firstKey)) {
-    throw corrupt(`corrupt ${kind}: first key mismatch, want ${formatKey(exp.firstKey)} have ${formatKey(first)}`, { block: exp.bytenr, tree: owner, slot: 0, key: first });
-  }
+  if (!have) return `corrupt ${kind}: invalid tree nritems, bytenr=${bytenr} nritems=0 expect >0`;
+  if (!keyEquals(have, want)) return `corrupt ${kind}: first key mismatch, want ${formatKey(want)} have ${formatKey(have)}`;
+  return undefined;
 }
 
 /** Orders the keys stored at byte offsets a and b of buf (objectid u64, type u8, offset u64), without decoding them. */
